@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Create .venv with Python 3.11+ and install entrepot with the extras named in $1
+# ("" for none, "test" for the test tools). Reinstalls only when pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras="${1:-}"
+python="${PYTHON:-python3}"
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "entrepot needs Python 3.11 or newer; $python is $("$python" --version 2>&1)." >&2
+    exit 1
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)-${extras:-base}"
+if [ ! -f "$stamp" ]; then
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    if [ -n "$extras" ]; then
+        .venv/bin/python -m pip install --quiet -e ".[$extras]"
+    else
+        .venv/bin/python -m pip install --quiet -e .
+    fi
+    rm -f .venv/.installed-*
+    touch "$stamp"
+fi

@@ -1,0 +1,1 @@
+"""HTTP: channel webhooks and the operations API."""

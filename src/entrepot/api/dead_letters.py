@@ -1,0 +1,84 @@
+"""``/api/dead-letters``: list, inspect, retry and discard, recording who did it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from entrepot.delivery.dead_letters import discard_dead_letter, retry_dead_letter
+from entrepot.hub import tracking
+from entrepot.runtime import Runtime
+from entrepot.store.dead_letters import (
+    DeadLetterClosedError,
+    DeadLetterNotFoundError,
+    list_dead_letters,
+)
+from entrepot.store.tables import DeadLetter, Receipt
+
+router = APIRouter(prefix="/api/dead-letters", tags=["operations"])
+
+
+class OperatorAction(BaseModel):
+    """Who acts on a dead letter; stored with the action."""
+
+    by: str = Field(min_length=1, max_length=120)
+
+
+@router.get("")
+def list_all(
+    request: Request,
+    status: str | None = Query(default="open", description="open, retried, discarded or all"),
+    limit: int = Query(default=100, ge=1, le=1000),
+) -> list[dict[str, Any]]:
+    runtime: Runtime = request.app.state.runtime
+    wanted = None if status == "all" else status
+    with runtime.database.read() as session:
+        found = list_dead_letters(session, status=wanted, limit=limit)
+        return [tracking.dead_letter_view(dead_letter) for dead_letter in found]
+
+
+@router.get("/{dead_letter_id}")
+def show(dead_letter_id: int, request: Request) -> dict[str, Any]:
+    """Show a dead letter with the original input as the channel sent it."""
+    runtime: Runtime = request.app.state.runtime
+    with runtime.database.read() as session:
+        dead_letter = session.get(DeadLetter, dead_letter_id)
+        if dead_letter is None:
+            raise HTTPException(status_code=404, detail=f"dead letter {dead_letter_id} not found")
+        receipt = session.get(Receipt, dead_letter.receipt_id)
+        view = tracking.dead_letter_view(dead_letter)
+        if receipt is not None:
+            view["receipt"] = tracking.receipt_view(receipt)
+            view["original_body"] = receipt.body.decode("utf-8", errors="replace")
+            view["original_headers"] = receipt.headers
+        return view
+
+
+@router.post("/{dead_letter_id}/retry")
+async def retry(dead_letter_id: int, action: OperatorAction, request: Request) -> dict[str, Any]:
+    runtime: Runtime = request.app.state.runtime
+    dead_letter = await _act(retry_dead_letter, runtime, dead_letter_id, action.by)
+    runtime.notify_receipt()
+    return tracking.dead_letter_view(dead_letter)
+
+
+@router.post("/{dead_letter_id}/discard")
+async def discard(dead_letter_id: int, action: OperatorAction, request: Request) -> dict[str, Any]:
+    runtime: Runtime = request.app.state.runtime
+    dead_letter = await _act(discard_dead_letter, runtime, dead_letter_id, action.by)
+    return tracking.dead_letter_view(dead_letter)
+
+
+async def _act(operation: Any, runtime: Runtime, dead_letter_id: int, by: str) -> DeadLetter:
+    try:
+        result: DeadLetter = await run_in_threadpool(
+            operation, runtime.database, dead_letter_id, by
+        )
+    except DeadLetterNotFoundError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
+    except DeadLetterClosedError as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from exc
+    return result

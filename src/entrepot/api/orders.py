@@ -1,0 +1,63 @@
+"""``/api/orders``: where an order is, by correlation id or channel order id."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Query, Request
+
+from entrepot.hub import tracking
+from entrepot.runtime import Runtime
+
+router = APIRouter(prefix="/api", tags=["operations"])
+
+
+@router.get("/orders")
+def list_orders(
+    request: Request,
+    state: str | None = Query(default=None, description="Only orders in this state"),
+    limit: int = Query(default=50, ge=1, le=1000),
+) -> list[dict[str, Any]]:
+    runtime: Runtime = request.app.state.runtime
+    with runtime.database.read() as session:
+        orders = tracking.list_orders(session, state=state, limit=limit)
+        return [_order_line(order) for order in orders]
+
+
+@router.get("/orders/{key}")
+def show_order(key: str, request: Request) -> dict[str, Any]:
+    """Show an order by its correlation id, a receipt's correlation id, the channel's
+    order id or the order number."""
+    runtime: Runtime = request.app.state.runtime
+    with runtime.database.read() as session:
+        try:
+            order = tracking.find_order(session, key)
+        except tracking.AmbiguousOrderKeyError as exc:
+            raise HTTPException(status_code=409, detail=str(exc)) from exc
+        if order is not None:
+            return tracking.order_view(session, order)
+        receipt = tracking.find_receipt(session, key)
+        if receipt is not None:
+            return {"receipt": tracking.receipt_view(receipt), "order": None}
+    raise HTTPException(status_code=404, detail=f"no order or receipt found for {key!r}")
+
+
+@router.get("/summary")
+def show_summary(request: Request) -> dict[str, Any]:
+    runtime: Runtime = request.app.state.runtime
+    with runtime.database.read() as session:
+        return tracking.summary(session)
+
+
+def _order_line(order: Any) -> dict[str, Any]:
+    return {
+        "correlation_id": order.correlation_id,
+        "channel_order_id": order.channel_order_id,
+        "order_number": order.order_number,
+        "account": order.account,
+        "state": order.state,
+        "total": str(order.total) if order.total is not None else None,
+        "currency": order.currency,
+        "erp_id": order.erp_id,
+        "last_error": order.last_error,
+    }

@@ -1,0 +1,315 @@
+"""The ``entrepot`` command."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from entrepot.config import Settings, load_settings
+from entrepot.observability.logging import configure_logging
+
+app = typer.Typer(help="entrepot: orders from sales channels into ERPs.", no_args_is_help=True)
+orders_app = typer.Typer(help="Where orders are.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead letters: inspect, retry, discard.", no_args_is_help=True)
+db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
+app.add_typer(orders_app, name="orders")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(db_app, name="db")
+
+console = Console()
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="TOML configuration file (else $ENTREPOT_CONFIG or ./entrepot.toml if present).",
+        exists=True,
+        dir_okay=False,
+    ),
+]
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="Folder of the embedded SQLite store.", file_okay=False),
+]
+
+
+def _settings(config: Path | None, data_dir: Path | None = None, **server: Any) -> Settings:
+    overrides: dict[str, Any] = {}
+    if data_dir is not None:
+        overrides["store"] = {"data_dir": data_dir}
+    given = {key: value for key, value in server.items() if value is not None}
+    if given:
+        overrides["server"] = given
+    settings = load_settings(config, **overrides)
+    configure_logging(settings.logging.level, settings.logging.format)
+    return settings
+
+
+@app.command()
+def run(
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port to listen on.")] = None,
+) -> None:
+    """Run the HTTP server and the workers in one process."""
+    from entrepot.api.server import serve
+    from entrepot.runtime import Runtime
+
+    runtime = Runtime(_settings(config, data_dir, host=host, port=port))
+    try:
+        asyncio.run(serve(runtime))
+    finally:
+        runtime.close()
+
+
+@app.command()
+def worker(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
+    """Run only the workers (intake and delivery), without the HTTP server."""
+    from entrepot.runtime import Runtime, run_workers_until_signal
+
+    runtime = Runtime(_settings(config, data_dir))
+    try:
+        asyncio.run(run_workers_until_signal(runtime))
+    finally:
+        runtime.close()
+
+
+@app.command("erp-sim")
+def erp_sim(
+    data_dir: Annotated[Path, typer.Option(help="Folder of the simulator's SQLite file.")] = Path(
+        "data/erp-sim"
+    ),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8090,
+    concurrency: Annotated[int, typer.Option(help="Account concurrency limit.")] = 5,
+    rate_limit: Annotated[float, typer.Option(help="Requests per second; 0 for none.")] = 0.0,
+    latency_ms: Annotated[float, typer.Option(help="Added latency per request, in ms.")] = 0.0,
+    latency_jitter_ms: Annotated[float, typer.Option(help="Random extra latency, in ms.")] = 0.0,
+    token: Annotated[str | None, typer.Option(help="Bearer token to require.")] = None,
+) -> None:
+    """Run the NetSuite-style ERP simulator."""
+    from entrepot.simulators.erp import ErpSimSettings, serve
+
+    configure_logging()
+    serve(
+        ErpSimSettings(
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            concurrency_limit=concurrency,
+            rate_limit=rate_limit,
+            latency_ms=latency_ms,
+            latency_jitter_ms=latency_jitter_ms,
+            token=token,
+        )
+    )
+
+
+@app.command()
+def demo(
+    orders: Annotated[
+        Path | None,
+        typer.Option(
+            "--orders",
+            help="Folder of Shopify order JSON files to replay instead of the built-in examples.",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the outcome per order as JSON.")
+    ] = False,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Keep the demo's data here instead of a temporary folder.")
+    ] = None,
+) -> None:
+    """Replay signed Shopify webhooks into a hub posting to the ERP simulator."""
+    from entrepot.demo.runner import run_demo
+
+    configure_logging("WARNING")
+    passed = run_demo(orders_dir=orders, as_json=as_json, data_dir=data_dir, console=console)
+    raise typer.Exit(0 if passed else 1)
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
+    """Apply the store's migrations."""
+    from entrepot.store.database import Database
+    from entrepot.store.migrate import upgrade_to_head
+
+    settings = _settings(config, data_dir)
+    upgrade_to_head(Database(settings.store.database_url()))
+    console.print("Store is up to date.")
+
+
+def _runtime_database(config: Path | None, data_dir: Path | None) -> Any:
+    from entrepot.store.database import Database
+    from entrepot.store.migrate import upgrade_to_head
+
+    settings = _settings(config, data_dir)
+    database = Database(settings.store.database_url())
+    upgrade_to_head(database)
+    return database
+
+
+@orders_app.command("list")
+def orders_list(
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    state: Annotated[str | None, typer.Option(help="Only orders in this state.")] = None,
+    limit: Annotated[int, typer.Option(help="Maximum number of orders.")] = 50,
+) -> None:
+    """List the newest orders."""
+    from entrepot.hub import tracking
+
+    database = _runtime_database(config, data_dir)
+    table = Table("order", "account", "state", "total", "ERP id", "correlation id", "error")
+    with database.read() as session:
+        for order in tracking.list_orders(session, state=state, limit=limit):
+            total = f"{order.total} {order.currency}" if order.total is not None else ""
+            table.add_row(
+                order.order_number or order.channel_order_id,
+                order.account,
+                order.state,
+                total,
+                order.erp_id or "",
+                order.correlation_id,
+                order.last_error or "",
+            )
+    console.print(table)
+
+
+@orders_app.command("show")
+def orders_show(
+    key: Annotated[str, typer.Argument(help="Correlation id or channel order id.")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Show an order with its state, attempts, errors and history, as JSON."""
+    from entrepot.hub import tracking
+
+    database = _runtime_database(config, data_dir)
+    with database.read() as session:
+        try:
+            order = tracking.find_order(session, key)
+        except tracking.AmbiguousOrderKeyError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from exc
+        if order is not None:
+            view: dict[str, Any] | None = tracking.order_view(session, order)
+        else:
+            receipt = tracking.find_receipt(session, key)
+            view = {"receipt": tracking.receipt_view(receipt), "order": None} if receipt else None
+    if view is None:
+        console.print(f"[red]No order or receipt found for {key!r}.[/red]")
+        raise typer.Exit(1)
+    console.print_json(json.dumps(view))
+
+
+@dlq_app.command("list")
+def dlq_list(
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    status: Annotated[str, typer.Option(help="open, retried, discarded or all.")] = "open",
+) -> None:
+    """List dead letters."""
+    from entrepot.store.dead_letters import list_dead_letters
+
+    database = _runtime_database(config, data_dir)
+    table = Table("id", "stage", "kind", "target", "status", "reason", "correlation id")
+    with database.read() as session:
+        for item in list_dead_letters(session, status=None if status == "all" else status):
+            table.add_row(
+                str(item.id),
+                item.stage,
+                item.kind,
+                item.target or "",
+                item.status,
+                item.reason,
+                item.correlation_id,
+            )
+    console.print(table)
+
+
+@dlq_app.command("show")
+def dlq_show(
+    dead_letter_id: Annotated[int, typer.Argument(help="Dead letter id.")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Show a dead letter with the original input, as JSON."""
+    from entrepot.hub import tracking
+    from entrepot.store.tables import DeadLetter, Receipt
+
+    database = _runtime_database(config, data_dir)
+    with database.read() as session:
+        item = session.get(DeadLetter, dead_letter_id)
+        if item is None:
+            console.print(f"[red]Dead letter {dead_letter_id} not found.[/red]")
+            raise typer.Exit(1)
+        view = tracking.dead_letter_view(item)
+        receipt = session.get(Receipt, item.receipt_id)
+        if receipt is not None:
+            view["receipt"] = tracking.receipt_view(receipt)
+            view["original_body"] = receipt.body.decode("utf-8", errors="replace")
+    console.print_json(json.dumps(view))
+
+
+ByOption = Annotated[str | None, typer.Option("--by", help="Who acts (default: your login).")]
+
+
+@dlq_app.command("retry")
+def dlq_retry(
+    dead_letter_id: Annotated[int, typer.Argument(help="Dead letter id.")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    by: ByOption = None,
+) -> None:
+    """Replay a dead letter's original input through the current mapping."""
+    from entrepot.delivery.dead_letters import retry_dead_letter
+
+    _operate(retry_dead_letter, dead_letter_id, config, data_dir, by, "queued for replay")
+
+
+@dlq_app.command("discard")
+def dlq_discard(
+    dead_letter_id: Annotated[int, typer.Argument(help="Dead letter id.")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+    by: ByOption = None,
+) -> None:
+    """Close a dead letter without replaying it."""
+    from entrepot.delivery.dead_letters import discard_dead_letter
+
+    _operate(discard_dead_letter, dead_letter_id, config, data_dir, by, "discarded")
+
+
+def _operate(
+    operation: Any,
+    dead_letter_id: int,
+    config: Path | None,
+    data_dir: Path | None,
+    by: str | None,
+    done: str,
+) -> None:
+    from entrepot.store.dead_letters import DeadLetterClosedError, DeadLetterNotFoundError
+
+    database = _runtime_database(config, data_dir)
+    try:
+        operation(database, dead_letter_id, by or getpass.getuser())
+    except (DeadLetterNotFoundError, DeadLetterClosedError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"Dead letter {dead_letter_id} {done}.")
+
+
+def main() -> None:
+    app()

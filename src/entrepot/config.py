@@ -1,0 +1,213 @@
+"""Settings from a TOML file, overridden by environment variables.
+
+Every key can be set as ``ENTREPOT_<SECTION>__<KEY>`` in capitals, for example
+``ENTREPOT_SHOPIFY__WEBHOOK_SECRET``; nested tables add one more ``__`` per level
+(``ENTREPOT_TARGETS__ERP__REQUESTS_PER_SECOND``). Precedence, highest first:
+command-line options, environment variables, the TOML file, built-in defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV_VAR = "ENTREPOT_CONFIG"
+DEFAULT_CONFIG_FILE = Path("entrepot.toml")
+
+
+class ServerSettings(BaseModel):
+    """Where the HTTP server listens."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class StoreSettings(BaseModel):
+    """Where entrepot keeps its state. An empty ``url`` means SQLite in ``data_dir``."""
+
+    data_dir: Path = Path("data")
+    url: str = ""
+
+    def database_url(self) -> str:
+        if self.url:
+            return self.url
+        return f"sqlite:///{(self.data_dir / 'entrepot.db').resolve()}"
+
+
+class LoggingSettings(BaseModel):
+    """Log level and format: ``text`` for people, ``json`` for log collectors."""
+
+    level: str = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class ShopSettings(BaseModel):
+    """Secrets of one Shopify shop, overriding the app-wide ones."""
+
+    webhook_secret: SecretStr | None = None
+    previous_webhook_secret: SecretStr | None = None
+
+
+class ShopifySettings(BaseModel):
+    """Shopify webhook secrets.
+
+    ``webhook_secret`` is the app's client secret, which signs the webhooks of every
+    shop that installed the app. During a secret rotation, Shopify can sign with the
+    old secret for up to an hour, so ``previous_webhook_secret`` is accepted too.
+    ``shops`` lists shops with secrets of their own (custom apps), keyed by the
+    ``X-Shopify-Shop-Domain`` they send.
+    """
+
+    webhook_secret: SecretStr | None = None
+    previous_webhook_secret: SecretStr | None = None
+    shops: dict[str, ShopSettings] = Field(default_factory=dict)
+
+    def secrets_for(self, shop_domain: str) -> list[str]:
+        """Return the secrets that may sign a webhook of ``shop_domain``, newest first."""
+        shop = self.shops.get(shop_domain.lower())
+        pairs = (
+            (shop.webhook_secret, shop.previous_webhook_secret)
+            if shop and shop.webhook_secret
+            else (self.webhook_secret, self.previous_webhook_secret)
+        )
+        return [secret.get_secret_value() for secret in pairs if secret is not None]
+
+    @field_validator("shops")
+    @classmethod
+    def _lowercase_domains(cls, shops: dict[str, ShopSettings]) -> dict[str, ShopSettings]:
+        return {domain.lower(): shop for domain, shop in shops.items()}
+
+
+class TargetSettings(BaseModel):
+    """An ERP that orders are delivered to, and the budget it allows.
+
+    ``maintenance_windows`` are times when nothing is sent, such as
+    ``"daily 23:30-00:15"`` or ``"Sun 02:00-04:00"``, read in ``timezone``.
+    """
+
+    kind: str = "netsuite"
+    base_url: str = "http://127.0.0.1:8090"
+    token: SecretStr | None = None
+    requests_per_second: float = Field(default=5.0, gt=0)
+    max_concurrency: int = Field(default=4, ge=1)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=8, ge=1)
+    backoff_initial_seconds: float = Field(default=1.0, gt=0)
+    backoff_max_seconds: float = Field(default=300.0, gt=0)
+    maintenance_windows: list[str] = Field(default_factory=list)
+    timezone: str = "UTC"
+    circuit_failure_threshold: int = Field(default=5, ge=1)
+    circuit_reset_seconds: float = Field(default=30.0, gt=0)
+
+
+class RoutingRule(BaseModel):
+    """Send matching orders to ``target``; a field left out matches anything."""
+
+    channel: str | None = None
+    account: str | None = None
+    currency: str | None = None
+    target: str
+
+
+class RoutingSettings(BaseModel):
+    """Routing rules, tried in order (the first match wins), then the default."""
+
+    rules: list[RoutingRule] = Field(default_factory=list)
+    default_target: str = "erp"
+
+
+class WorkerSettings(BaseModel):
+    """How workers claim work. A claimed message whose lease has run out without a
+    renewal belongs to a worker that died, and another worker takes it over."""
+
+    lease_seconds: float = Field(default=30.0, gt=0)
+    poll_interval_seconds: float = Field(default=0.5, gt=0)
+    intake_batch_size: int = Field(default=20, ge=1)
+
+
+class Settings(BaseSettings):
+    """All of entrepot's settings."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ENTREPOT_",
+        env_nested_delimiter="__",
+        extra="forbid",
+    )
+
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    shopify: ShopifySettings = Field(default_factory=ShopifySettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    workers: WorkerSettings = Field(default_factory=WorkerSettings)
+    targets: dict[str, TargetSettings] = Field(default_factory=lambda: {"erp": TargetSettings()})
+
+    @model_validator(mode="after")
+    def _check_routes(self) -> Settings:
+        named = [self.routing.default_target] + [rule.target for rule in self.routing.rules]
+        for target in named:
+            if target not in self.targets:
+                known = ", ".join(sorted(self.targets)) or "none"
+                raise ValueError(
+                    f"routing names target {target!r}, which is not configured "
+                    f"(configured targets: {known})"
+                )
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = _config_file()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+
+def _config_file() -> Path | None:
+    named = os.environ.get(CONFIG_ENV_VAR)
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"configuration file {path} named by {CONFIG_ENV_VAR} not found"
+            )
+        return path
+    return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Read the settings; ``overrides`` are command-line values by section.
+
+    ``config_file`` takes the place of ``ENTREPOT_CONFIG`` for this call.
+    """
+    previous = os.environ.get(CONFIG_ENV_VAR)
+    if config_file is not None:
+        os.environ[CONFIG_ENV_VAR] = str(config_file)
+    try:
+        return Settings(**overrides)
+    finally:
+        if config_file is not None:
+            _restore_env(CONFIG_ENV_VAR, previous)
+
+
+def _restore_env(name: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value

@@ -1,0 +1,1 @@
+"""Store-and-forward delivery: per-target queues, budgets, retries and dead letters."""

@@ -1,0 +1,186 @@
+"""The worker of one target: claims deliveries and sends them within the budget."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from entrepot.canonical.versions import load_sales_order
+from entrepot.config import TargetSettings
+from entrepot.delivery.backoff import Backoff
+from entrepot.delivery.budget import TargetBudget, TargetClosedError
+from entrepot.delivery.outcomes import Failed, Outcome, Sent, Waiting
+from entrepot.delivery.recording import OutcomeRecorder
+from entrepot.hub.lifecycle import OrderState
+from entrepot.observability.logging import correlation_scope
+from entrepot.spokes.failures import DeliveryFailure, NothingToDo, RetryLater
+from entrepot.spokes.protocols import ErpSpoke, SubmitResult
+from entrepot.store import deliveries
+from entrepot.store.database import Database
+from entrepot.store.deliveries import ClaimedDelivery
+from entrepot.store.tables import Order
+from entrepot.store.types import utc_now
+
+log = logging.getLogger(__name__)
+
+STOP_GRACE_SECONDS = 10.0
+
+
+class TargetWorker:
+    """Sends the deliveries of one target, as many at once as its budget allows."""
+
+    def __init__(
+        self,
+        name: str,
+        settings: TargetSettings,
+        spoke: ErpSpoke,
+        database: Database,
+        *,
+        owner: str,
+        lease_seconds: float,
+        poll_interval: float,
+    ) -> None:
+        self.name = name
+        self.wake = asyncio.Event()
+        self._spoke = spoke
+        self._database = database
+        self._owner = owner
+        self._lease_seconds = lease_seconds
+        self._poll_interval = poll_interval
+        self._budget = TargetBudget(name, settings)
+        self._recorder = OutcomeRecorder(
+            name,
+            settings.max_attempts,
+            Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds),
+        )
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Claim and send deliveries until ``stopping`` is set."""
+        await self._budget.start()
+        log.info("Delivery worker for %s started.", self.name)
+        try:
+            while not stopping.is_set():
+                await self._claim_and_send(stopping)
+        finally:
+            await self._drain()
+            log.info("Delivery worker for %s stopped.", self.name)
+
+    async def _claim_and_send(self, stopping: asyncio.Event) -> None:
+        closed_until = self._budget.closed_until()
+        if closed_until is not None:
+            seconds = (closed_until - utc_now()).total_seconds()
+            await self._sleep(stopping, min(max(seconds, 0.01), self._poll_interval))
+            return
+
+        await self._budget.slots.acquire()
+        claimed = await asyncio.to_thread(self._claim)
+        if claimed is None:
+            self._budget.slots.release()
+            await self._sleep(stopping, self._poll_interval)
+            return
+        task = asyncio.create_task(self._send(claimed), name=f"deliver-{claimed.id}")
+        self._sending.add(task)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        self._budget.slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.critical("Sending a delivery to %s crashed.", self.name, exc_info=task.exception())
+
+    async def _sleep(self, stopping: asyncio.Event, seconds: float) -> None:
+        self.wake.clear()
+        waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stopping.wait())]
+        _done, pending = await asyncio.wait(
+            waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+        )
+        for waiter in pending:
+            waiter.cancel()
+
+    def _claim(self) -> ClaimedDelivery | None:
+        return self._database.write(
+            lambda session: deliveries.claim_next(
+                session, self.name, self._owner, self._lease_seconds
+            )
+        )
+
+    async def _send(self, claimed: ClaimedDelivery) -> None:
+        with correlation_scope(claimed.correlation_id):
+            heartbeat = asyncio.create_task(self._renew_lease(claimed))
+            try:
+                outcome = await self._attempt(claimed)
+            finally:
+                heartbeat.cancel()
+            pause = await asyncio.to_thread(self._record, claimed, outcome)
+            if pause:
+                self._budget.pause(pause)
+
+    async def _attempt(self, claimed: ClaimedDelivery) -> Outcome:
+        await self._budget.acquire_rate()
+        closed_until = self._budget.closed_until()
+        if closed_until is not None:
+            return Waiting(closed_until, "target closed")
+
+        order_row = await asyncio.to_thread(self._load_order, claimed.order_id)
+        try:
+            result = await self._budget.call(lambda: self._request(claimed, order_row))
+        except TargetClosedError as exc:
+            return Waiting(exc.until, str(exc))
+        except DeliveryFailure as failure:
+            return Failed(failure)
+        except Exception as exc:
+            # An unexpected error in a spoke is a bug; retry it like any failure
+            # so the message reaches the dead letters if it keeps failing.
+            log.exception("Delivery %d to %s failed unexpectedly.", claimed.id, self.name)
+            return Failed(RetryLater(f"unexpected error: {exc!r}"))
+        return Sent(result)
+
+    async def _request(self, claimed: ClaimedDelivery, order_row: dict[str, Any]) -> SubmitResult:
+        order = load_sales_order(order_row["canonical"])
+        if claimed.action == "cancel":
+            return await self._spoke.cancel_order(order)
+        if order_row["state"] == OrderState.CANCELLED:
+            raise NothingToDo("the order was cancelled, so this version is not posted")
+        return await self._spoke.submit_order(order, look_up_first=claimed.ambiguous)
+
+    def _load_order(self, order_id: int) -> dict[str, Any]:
+        with self._database.read() as session:
+            order = session.get(Order, order_id)
+            assert order is not None and order.canonical is not None
+            return {"canonical": order.canonical, "state": order.state}
+
+    def _record(self, claimed: ClaimedDelivery, outcome: Outcome) -> float | None:
+        return self._database.write(
+            lambda session: self._recorder.record(session, claimed, outcome)
+        )
+
+    async def _renew_lease(self, claimed: ClaimedDelivery) -> None:
+        while True:
+            await asyncio.sleep(self._lease_seconds / 3)
+            renewed = await asyncio.to_thread(
+                self._database.write,
+                lambda session: deliveries.renew_lease(session, claimed, self._lease_seconds),
+            )
+            if not renewed:
+                log.warning("Lost the lease on delivery %d to %s.", claimed.id, self.name)
+                return
+
+    async def _drain(self) -> None:
+        if not self._sending:
+            return
+        _done, pending = await asyncio.wait(self._sending, timeout=STOP_GRACE_SECONDS)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if pending:
+            log.warning(
+                "Stopped %d deliveries to %s in flight; their leases will run out "
+                "and another worker will send them again.",
+                len(pending),
+                self.name,
+            )

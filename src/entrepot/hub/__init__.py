@@ -1,0 +1,1 @@
+"""The hub: order lifecycle, routing and the flow from receipt to delivery."""

@@ -1,0 +1,67 @@
+"""The intake worker: claims stored receipts and hands them to the processor."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from entrepot.hub.intake import IntakeProcessor
+from entrepot.store.database import Database
+from entrepot.store.receipts import claim_receipts
+from entrepot.store.tables import Receipt
+
+log = logging.getLogger(__name__)
+
+
+class IntakeWorker:
+    """Processes receipts as they arrive; ``wake`` is set when one is stored."""
+
+    def __init__(
+        self,
+        database: Database,
+        processor: IntakeProcessor,
+        *,
+        owner: str,
+        lease_seconds: float,
+        poll_interval: float,
+        batch_size: int,
+        on_queued: Callable[[str], None],
+    ) -> None:
+        self.wake = asyncio.Event()
+        self._database = database
+        self._processor = processor
+        self._owner = owner
+        self._lease_seconds = lease_seconds
+        self._poll_interval = poll_interval
+        self._batch_size = batch_size
+        self._on_queued = on_queued
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        log.info("Intake worker started.")
+        while not stopping.is_set():
+            receipts = await asyncio.to_thread(self._claim)
+            if not receipts:
+                await self._sleep(stopping)
+                continue
+            for receipt in receipts:
+                result = await asyncio.to_thread(self._processor.process, receipt)
+                if result.queued_target is not None:
+                    self._on_queued(result.queued_target)
+        log.info("Intake worker stopped.")
+
+    def _claim(self) -> list[Receipt]:
+        return self._database.write(
+            lambda session: claim_receipts(
+                session, self._owner, self._lease_seconds, self._batch_size
+            )
+        )
+
+    async def _sleep(self, stopping: asyncio.Event) -> None:
+        self.wake.clear()
+        waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stopping.wait())]
+        _done, pending = await asyncio.wait(
+            waiters, timeout=self._poll_interval, return_when=asyncio.FIRST_COMPLETED
+        )
+        for waiter in pending:
+            waiter.cancel()

@@ -1,0 +1,1 @@
+"""Logging with correlation ids, and the audit trail helpers."""

@@ -1,0 +1,1 @@
+"""Stand-ins for the outside systems entrepot talks to, for tests and benchmarks."""

@@ -1,0 +1,1 @@
+"""One package per external system, and the protocols a spoke implements."""

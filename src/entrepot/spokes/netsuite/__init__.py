@@ -1,0 +1,17 @@
+"""NetSuite: sales orders and customers over the REST record web services."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from entrepot.spokes.netsuite.client import NetSuiteSpoke
+
+if TYPE_CHECKING:
+    from entrepot.config import TargetSettings
+
+
+def create_spoke(name: str, settings: TargetSettings) -> NetSuiteSpoke:
+    return NetSuiteSpoke(name, settings)
+
+
+__all__ = ["NetSuiteSpoke", "create_spoke"]

@@ -1,0 +1,143 @@
+"""What the hub and delivery expect of a spoke. They import nothing else of it.
+
+A concrete spoke is named in the configuration by its ``kind``; `load_erp_spoke`
+imports it by the dotted path registered for that kind.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from entrepot.canonical import SalesOrder
+
+if TYPE_CHECKING:
+    from entrepot.config import Settings, TargetSettings
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    """What the ERP returned for a submitted order.
+
+    ``created`` is false when the order was already there (found by its external
+    id) and nothing new was written.
+    """
+
+    erp_id: str
+    created: bool
+
+
+class ErpSpoke(Protocol):
+    """An ERP that takes canonical sales orders.
+
+    Methods raise `RetryLater`, `PermanentFailure` or `NothingToDo` from
+    `entrepot.spokes.failures` and nothing else for a failed request.
+    """
+
+    async def submit_order(self, order: SalesOrder, *, look_up_first: bool) -> SubmitResult:
+        """Create or update the order, idempotent by ``order.external_id``.
+
+        With ``look_up_first``, find the order before creating it, because an
+        earlier attempt may have created it without an answer reaching us.
+        """
+        ...
+
+    async def cancel_order(self, order: SalesOrder) -> SubmitResult:
+        """Cancel the order in the ERP."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections."""
+        ...
+
+
+@dataclass(frozen=True)
+class WebhookEnvelope:
+    """The parts of a verified webhook request that the hub keys and routes by."""
+
+    channel: str
+    account: str
+    topic: str
+    webhook_id: str | None
+    event_id: str | None
+    triggered_at: datetime | None
+    headers: Mapping[str, str]
+
+
+class WebhookRejected(Exception):
+    """Raised when a webhook request fails verification; ``status_code`` is the
+    HTTP answer to give (401 for a bad signature, 400 for a missing header)."""
+
+    def __init__(self, reason: str, status_code: int = 401) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status_code = status_code
+
+
+@dataclass(frozen=True)
+class ChannelMessage:
+    """What a stored webhook means to the hub.
+
+    ``kind`` is ``order`` for a new or changed order (a cancelled one included),
+    ``refund`` for a refund to record on its order, and ``ignored`` for a topic the
+    hub does not act on. ``note`` says, for operators, what the message carried.
+    """
+
+    kind: Literal["order", "refund", "ignored"]
+    channel_order_id: str | None
+    order: SalesOrder | None = None
+    note: str | None = None
+
+
+class ChannelSpoke(Protocol):
+    """A sales channel that sends webhooks."""
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> WebhookEnvelope:
+        """Check the request's signature; raise `WebhookRejected` if it fails."""
+        ...
+
+    def interpret(self, topic: str, account: str, body: bytes) -> ChannelMessage:
+        """Map a stored body; raise `InvalidInputError` naming each bad field."""
+        ...
+
+    def order_id_of(self, body: bytes) -> str | None:
+        """Return the channel's order id if the body has a readable one."""
+        ...
+
+
+ErpSpokeFactory = Callable[[str, "TargetSettings"], ErpSpoke]
+ChannelSpokeFactory = Callable[["Settings"], ChannelSpoke]
+
+ERP_SPOKE_KINDS: dict[str, str] = {
+    "netsuite": "entrepot.spokes.netsuite:create_spoke",
+}
+
+CHANNEL_SPOKES: dict[str, str] = {
+    "shopify": "entrepot.spokes.shopify.channel:create_channel",
+}
+
+
+def load_channel_spokes(settings: Settings) -> dict[str, ChannelSpoke]:
+    """Build every registered channel spoke, keyed by the channel name in URLs."""
+    return {name: _import(path)(settings) for name, path in CHANNEL_SPOKES.items()}
+
+
+def load_erp_spoke(name: str, settings: TargetSettings) -> ErpSpoke:
+    """Build the ERP spoke for target ``name`` from its configured ``kind``."""
+    path = ERP_SPOKE_KINDS.get(settings.kind, settings.kind)
+    if ":" not in path:
+        known = ", ".join(sorted(ERP_SPOKE_KINDS))
+        raise ValueError(
+            f"unknown kind {settings.kind!r} for target {name!r}; "
+            f"use one of {known} or a 'module:factory' path"
+        )
+    factory: ErpSpokeFactory = _import(path)
+    return factory(name, settings)
+
+
+def _import(path: str) -> Any:
+    module_name, attribute = path.split(":", 1)
+    return getattr(importlib.import_module(module_name), attribute)

@@ -1,0 +1,1 @@
+"""Shopify: webhook verification and the mapping of REST orders to canonical."""

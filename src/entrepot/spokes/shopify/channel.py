@@ -1,0 +1,80 @@
+"""The Shopify channel spoke: verified webhooks in, canonical messages out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from entrepot.canonical import InvalidInputError
+from entrepot.config import Settings
+from entrepot.spokes.protocols import ChannelMessage, WebhookEnvelope
+from entrepot.spokes.shopify.mapping import map_order, parse_order_body
+from entrepot.spokes.shopify.webhooks import verify_webhook
+
+ORDER_TOPICS = frozenset({"orders/create", "orders/updated", "orders/cancelled"})
+REFUND_TOPIC = "refunds/create"
+
+
+class ShopifyChannel:
+    """Verifies Shopify webhooks with the configured secrets and maps their bodies."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._shopify = settings.shopify
+
+    def verify(self, headers: Mapping[str, str], body: bytes) -> WebhookEnvelope:
+        return verify_webhook(headers, body, self._shopify.secrets_for)
+
+    def interpret(self, topic: str, account: str, body: bytes) -> ChannelMessage:
+        if topic in ORDER_TOPICS:
+            order = map_order(parse_order_body(body), shop_domain=account)
+            return ChannelMessage("order", order.channel_order_id, order=order)
+        if topic == REFUND_TOPIC:
+            return _interpret_refund(parse_order_body(body))
+        return ChannelMessage("ignored", self.order_id_of(body), note=f"topic {topic} not handled")
+
+    def order_id_of(self, body: bytes) -> str | None:
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if isinstance(payload, dict) and isinstance(payload.get("order"), dict):
+            payload = payload["order"]
+        if not isinstance(payload, dict):
+            return None
+        order_id = payload.get("order_id", payload.get("id"))
+        return str(order_id) if isinstance(order_id, int | str) and order_id != "" else None
+
+
+def _interpret_refund(payload: Mapping[str, Any]) -> ChannelMessage:
+    order_id = payload.get("order_id")
+    if not isinstance(order_id, int | str) or order_id == "":
+        raise InvalidInputError.single("order_id", "missing")
+    refunded = _refunded_amount(payload.get("transactions"))
+    lines = payload.get("refund_line_items")
+    line_count = len(lines) if isinstance(lines, list) else 0
+    note = f"refund {payload.get('id')} of {refunded} over {line_count} line(s)"
+    return ChannelMessage("refund", str(order_id), note=note)
+
+
+def _refunded_amount(transactions: object) -> str:
+    total = Decimal("0")
+    currency = ""
+    for index, transaction in enumerate(transactions if isinstance(transactions, list) else []):
+        if not isinstance(transaction, dict) or transaction.get("kind") != "refund":
+            continue
+        if transaction.get("status") not in (None, "success"):
+            continue
+        try:
+            total += Decimal(str(transaction.get("amount", "0")))
+        except InvalidOperation as exc:
+            raise InvalidInputError.single(
+                f"transactions[{index}].amount", "not a decimal amount"
+            ) from exc
+        currency = str(transaction.get("currency") or currency)
+    return f"{total} {currency}".strip()
+
+
+def create_channel(settings: Settings) -> ShopifyChannel:
+    return ShopifyChannel(settings)

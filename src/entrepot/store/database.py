@@ -1,0 +1,133 @@
+"""Engine, sessions and transactions over SQLite or PostgreSQL.
+
+SQLite runs in WAL mode with ``synchronous=FULL``, so a committed receipt survives
+a power cut, not only a crash of the process. Write transactions start with
+``BEGIN IMMEDIATE`` so that two writers queue on the lock instead of failing when
+a read lock turns into a write lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import tenacity
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+BUSY_TIMEOUT_SECONDS = 30.0
+_RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Tell whether a database error is worth running the transaction again for."""
+    if isinstance(exc, OperationalError) and _is_sqlite_busy(exc):
+        return True
+    if isinstance(exc, DBAPIError):
+        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        return sqlstate in _RETRYABLE_SQLSTATES
+    return False
+
+
+def _is_sqlite_busy(exc: OperationalError) -> bool:
+    message = str(exc.orig).lower()
+    return "database is locked" in message or "database is busy" in message
+
+
+class Database:
+    """The store's engine with read and write sessions.
+
+    `write` runs a function in one transaction and runs it again, from the start,
+    when the database reports a lock timeout, a serialization failure or a
+    deadlock. The function must therefore have no effect outside the transaction.
+    """
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = url
+        self.engine = _create_engine(url, echo=echo)
+        reader = self.engine.execution_options(sqlite_begin="BEGIN")
+        self._write_sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._read_sessions = sessionmaker(reader, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    def write(self, work: Callable[[Session], T], *, attempts: int = 12) -> T:
+        """Run ``work`` in a write transaction, retrying it on transient errors."""
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(is_retryable),
+            stop=tenacity.stop_after_attempt(attempts),
+            wait=tenacity.wait_random_exponential(multiplier=0.005, max=0.5),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        result: T = retrying(self._run_write, work)
+        return result
+
+    def _run_write(self, work: Callable[[Session], T]) -> T:
+        with self._write_sessions() as session, session.begin():
+            result: T = work(session)
+            return result
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """Open a session for reading; it never takes the write lock."""
+        with self._read_sessions() as session:
+            yield session
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _log_retry(state: tenacity.RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    log.debug(
+        "Transaction failed with %s; running it again (try %d).", error, state.attempt_number
+    )
+
+
+def _create_engine(url: str, *, echo: bool) -> Engine:
+    if not url.startswith("sqlite"):
+        return create_engine(url, echo=echo, pool_pre_ping=True)
+
+    _ensure_sqlite_folder(url)
+    engine = create_engine(url, echo=echo, connect_args={"timeout": BUSY_TIMEOUT_SECONDS})
+    event.listen(engine, "connect", _configure_sqlite_connection)
+    event.listen(engine, "begin", _begin_sqlite_transaction)
+    return engine
+
+
+def _ensure_sqlite_folder(url: str) -> None:
+    path = url.split("///", 1)[-1]
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN instead of the sqlite3 module.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=FULL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
+    cursor.close()
+
+
+def _begin_sqlite_transaction(connection: Connection) -> None:
+    statement = connection.get_execution_options().get("sqlite_begin", "BEGIN IMMEDIATE")
+    connection.exec_driver_sql(statement)
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"

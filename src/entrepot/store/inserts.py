@@ -1,0 +1,34 @@
+"""INSERT … ON CONFLICT DO NOTHING for SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import ColumnElement, Table, TextClause
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+
+def insert_if_absent(
+    session: Session,
+    table: Table,
+    values: dict[str, Any],
+    conflict_columns: list[str],
+    *,
+    conflict_where: ColumnElement[bool] | TextClause | None = None,
+) -> bool:
+    """Insert a row unless it would break the unique key on ``conflict_columns``.
+
+    Returns whether a row was inserted. ``conflict_where`` names the condition of a
+    partial unique index. The database decides, so two sessions racing to insert the
+    same key insert it once.
+    """
+    dialect = session.get_bind().dialect.name
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    statement = (
+        module.insert(table)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=conflict_columns, index_where=conflict_where)
+    )
+    result = session.execute(statement)
+    return bool(getattr(result, "rowcount", 0))

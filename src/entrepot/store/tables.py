@@ -1,0 +1,227 @@
+"""Tables of the store: receipts, orders and their history, deliveries, dead letters.
+
+Duplicates are stopped by unique keys, never by a look-up before an insert, so two
+deliveries racing each other still make one row.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from entrepot.store.types import DecimalText, UtcDateTime, utc_now
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only makes an INTEGER PRIMARY KEY an alias of the rowid.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Receipt(Base):
+    """A message as a channel delivered it: raw body and headers, kept unchanged.
+
+    ``status`` runs received → processing → processed, ignored or failed. A
+    processing receipt whose lease has expired belongs to a worker that died and
+    is claimed again. ``replay`` asks the next processing to apply the receipt even
+    if the order already carries its version (an operator's retry).
+    """
+
+    __tablename__ = "receipts"
+    __table_args__ = (
+        UniqueConstraint("channel", "account", "webhook_id"),
+        UniqueConstraint("channel", "account", "topic", "event_id"),
+        Index("ix_receipts_status_id", "status", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    correlation_id: Mapped[str] = mapped_column(String(36), unique=True)
+    channel: Mapped[str] = mapped_column(String(40))
+    account: Mapped[str] = mapped_column(String(255))
+    topic: Mapped[str] = mapped_column(String(80))
+    webhook_id: Mapped[str | None] = mapped_column(String(255))
+    event_id: Mapped[str | None] = mapped_column(String(255))
+    headers: Mapped[dict[str, str]] = mapped_column(JSON)
+    body: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    duplicate_count: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(20), default="received")
+    lease_owner: Mapped[str | None] = mapped_column(String(80))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    replay: Mapped[bool] = mapped_column(default=False)
+    outcome: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"))
+    processed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class Customer(Base):
+    """A channel's customer, identified by channel, account and the channel's id."""
+
+    __tablename__ = "customers"
+    __table_args__ = (UniqueConstraint("channel", "account", "channel_customer_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(40))
+    account: Mapped[str] = mapped_column(String(255))
+    channel_customer_id: Mapped[str] = mapped_column(String(255))
+    canonical: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+
+class CustomerAddress(Base):
+    """An address of a customer, kept once per match key (case and spacing ignored)."""
+
+    __tablename__ = "customer_addresses"
+    __table_args__ = (UniqueConstraint("customer_id", "match_key"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id"))
+    match_key: Mapped[str] = mapped_column(Text)
+    address: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+
+class Order(Base):
+    """The latest applied version of a channel order and its lifecycle state.
+
+    ``receipt_id`` is the receipt whose version is applied (not a foreign key, so
+    receipts and orders can be written in either order).
+    """
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        UniqueConstraint("channel", "account", "channel_order_id"),
+        Index("ix_orders_state", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    correlation_id: Mapped[str] = mapped_column(String(36), unique=True)
+    channel: Mapped[str] = mapped_column(String(40))
+    account: Mapped[str] = mapped_column(String(255))
+    channel_order_id: Mapped[str] = mapped_column(String(255))
+    order_number: Mapped[str | None] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(30))
+    source_updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    canonical: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    total: Mapped[Decimal | None] = mapped_column(DecimalText)
+    currency: Mapped[str | None] = mapped_column(String(3))
+    customer_id: Mapped[int | None] = mapped_column(ForeignKey("customers.id"))
+    shipping_address_id: Mapped[int | None] = mapped_column(ForeignKey("customer_addresses.id"))
+    billing_address_id: Mapped[int | None] = mapped_column(ForeignKey("customer_addresses.id"))
+    receipt_id: Mapped[int | None] = mapped_column(Id)
+    target: Mapped[str | None] = mapped_column(String(80))
+    erp_id: Mapped[str | None] = mapped_column(String(255))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+
+class OrderHistory(Base):
+    """One step in an order's audit trail; ``refused`` marks an illegal transition."""
+
+    __tablename__ = "order_history"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    from_state: Mapped[str | None] = mapped_column(String(30))
+    to_state: Mapped[str] = mapped_column(String(30))
+    event: Mapped[str] = mapped_column(String(80))
+    detail: Mapped[str | None] = mapped_column(Text)
+    correlation_id: Mapped[str | None] = mapped_column(String(36))
+    refused: Mapped[bool] = mapped_column(default=False)
+
+
+class Delivery(Base):
+    """One message waiting for, or sent to, a target.
+
+    ``status`` runs pending → in_flight → done, nothing_to_do or dead. At most one
+    pending delivery exists per target, order and action, so later versions of an
+    order fold into the one still waiting.
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        Index(
+            "uq_deliveries_pending",
+            "target",
+            "order_id",
+            "action",
+            unique=True,
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("ix_deliveries_due", "target", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    target: Mapped[str] = mapped_column(String(80))
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"), index=True)
+    action: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    lease_owner: Mapped[str | None] = mapped_column(String(80))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    ambiguous: Mapped[bool] = mapped_column(default=False)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str | None] = mapped_column(Text)
+    correlation_id: Mapped[str] = mapped_column(String(36))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class DeadLetter(Base):
+    """A message that cannot go on without an operator, with the original input.
+
+    ``receipt_id`` points at the receipt as the channel sent it, so a retry after a
+    mapping fix replays it exactly.
+    """
+
+    __tablename__ = "dead_letters"
+    __table_args__ = (Index("ix_dead_letters_status", "status"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    correlation_id: Mapped[str] = mapped_column(String(36), index=True)
+    stage: Mapped[str] = mapped_column(String(20))
+    kind: Mapped[str] = mapped_column(String(30))
+    target: Mapped[str | None] = mapped_column(String(80))
+    receipt_id: Mapped[int] = mapped_column(ForeignKey("receipts.id"))
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"))
+    delivery_id: Mapped[int | None] = mapped_column(ForeignKey("deliveries.id"))
+    reason: Mapped[str] = mapped_column(Text)
+    remedy: Mapped[str | None] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(String(80))
+    status: Mapped[str] = mapped_column(String(20), default="open")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    resolved_by: Mapped[str | None] = mapped_column(String(120))

@@ -1,0 +1,218 @@
+"""Shared helpers of the tests: signed webhooks, order bodies, a hub in this process,
+and the ERP simulator in a child process."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from entrepot.api.app import create_app
+from entrepot.config import Settings, load_settings
+from entrepot.demo.processes import ChildProcess, free_port
+from entrepot.runtime import Runtime
+from entrepot.spokes.shopify.webhooks import sign
+
+SECRET = "test-app-secret"
+SHOP = "acme-fasteners.myshopify.com"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_SAMPLES = (ROOT / ".." / "shared" / "samples").resolve()
+
+
+def example_order(name: str = "order-1001") -> dict[str, Any]:
+    """Return a fresh copy of one of the project's example Shopify orders."""
+    text = resources.files("entrepot.demo").joinpath("orders", f"{name}.json").read_text()
+    body: dict[str, Any] = json.loads(text)
+    return body
+
+
+def order_body(
+    order_id: int,
+    *,
+    updated_at: str = "2025-03-03T09:14:07-08:00",
+    base: str = "order-1001",
+    **changes: Any,
+) -> dict[str, Any]:
+    """Return an example order with its own id and number, and ``changes`` applied."""
+    body = copy.deepcopy(example_order(base))
+    body["id"] = order_id
+    body["name"] = f"#{order_id}"
+    body["order_number"] = order_id
+    body["updated_at"] = updated_at
+    body.update(changes)
+    return body
+
+
+def webhook_headers(
+    body: bytes,
+    *,
+    topic: str = "orders/create",
+    shop: str = SHOP,
+    webhook_id: str | None = None,
+    event_id: str | None = None,
+    secret: str = SECRET,
+) -> dict[str, str]:
+    headers = {
+        "Content-Type": "application/json",
+        "X-Shopify-Topic": topic,
+        "X-Shopify-Shop-Domain": shop,
+        "X-Shopify-Hmac-Sha256": sign(body, secret),
+        "X-Shopify-API-Version": "2024-04",
+    }
+    if webhook_id is not None:
+        headers["X-Shopify-Webhook-Id"] = webhook_id
+    if event_id is not None:
+        headers["X-Shopify-Event-Id"] = event_id
+    return headers
+
+
+def hub_settings(data_dir: Path, erp_url: str, **targets: Any) -> Settings:
+    """Settings for a hub in ``data_dir`` posting to the simulator at ``erp_url``."""
+    target = {
+        "base_url": erp_url,
+        "requests_per_second": 50,
+        "max_concurrency": 4,
+        "timeout_seconds": 5,
+        "max_attempts": 8,
+        "backoff_initial_seconds": 0.05,
+        "backoff_max_seconds": 0.5,
+        "circuit_failure_threshold": 1000,
+        **targets,
+    }
+    return load_settings(
+        shopify={"webhook_secret": SECRET},
+        store={"data_dir": data_dir},
+        targets={"erp": target},
+        workers={"poll_interval_seconds": 0.05, "lease_seconds": 5},
+    )
+
+
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool]], within: float = 30.0, message: str = "condition"
+) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{message} not reached within {within} s")
+
+
+@dataclass
+class Hub:
+    """A hub running in this process: its runtime, and a client for its HTTP API."""
+
+    runtime: Runtime
+    client: httpx.AsyncClient
+
+    async def post_webhook(
+        self, body: dict[str, Any] | bytes, **header_options: Any
+    ) -> httpx.Response:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return await self.client.post(
+            "/webhooks/shopify", content=raw, headers=webhook_headers(raw, **header_options)
+        )
+
+    async def summary(self) -> dict[str, Any]:
+        result: dict[str, Any] = (await self.client.get("/api/summary")).json()
+        return result
+
+    async def order(self, key: str) -> dict[str, Any]:
+        response = await self.client.get(f"/api/orders/{key}")
+        assert response.status_code == 200, response.text
+        result: dict[str, Any] = response.json()
+        return result
+
+    async def drained(self) -> bool:
+        summary = await self.summary()
+        receipts = summary["receipts"]
+        return (
+            receipts.get("received", 0) + receipts.get("processing", 0) == 0
+            and summary["open_deliveries"] == 0
+        )
+
+    async def wait_drained(self, within: float = 60.0) -> None:
+        await wait_until(self.drained, within, "queue drained")
+
+
+@asynccontextmanager
+async def running_hub(settings: Settings, *, workers: bool = True) -> AsyncIterator[Hub]:
+    """Run a hub's workers in this event loop, with its API over an in-memory transport."""
+    runtime = Runtime(settings)
+    stopping = asyncio.Event()
+    task = None
+    if workers:
+        runtime.build_workers()
+        task = asyncio.create_task(runtime.run_workers(stopping))
+    transport = httpx.ASGITransport(app=create_app(runtime))
+    async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
+        try:
+            yield Hub(runtime, client)
+        finally:
+            stopping.set()
+            if task is not None:
+                await task
+            runtime.close()
+
+
+class ErpSim:
+    """The ERP simulator in a child process, and its admin API."""
+
+    def __init__(self, data_dir: Path, **options: Any) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = ["erp-sim", "--port", str(self.port), "--data-dir", str(data_dir)]
+        for name, value in options.items():
+            args += [f"--{name.replace('_', '-')}", str(value)]
+        self.process = ChildProcess("ERP simulator", args, data_dir / "erp-sim.log")
+        self.process.wait_until_healthy(f"{self.url}/_sim/health")
+        self.admin = httpx.Client(base_url=self.url, timeout=10)
+
+    def add_items(self, *skus: str) -> None:
+        items = [{"sku": sku, "name": sku} for sku in skus]
+        self.admin.post("/_sim/items", json={"items": items}).raise_for_status()
+
+    def fault(self, **fault: Any) -> None:
+        self.admin.post("/_sim/faults", json=fault).raise_for_status()
+
+    def orders(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.admin.get("/_sim/orders").json()["orders"]
+        return result
+
+    def customers(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.admin.get("/_sim/customers").json()["customers"]
+        return result
+
+    def requests(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.admin.get("/_sim/requests").json()["requests"]
+        return result
+
+    def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.admin.get("/_sim/stats").json()
+        return result
+
+    def close(self) -> None:
+        self.admin.close()
+        self.process.stop()
+
+
+EXAMPLE_SKUS = (
+    "ACME-BOLT-M8",
+    "ACME-NUT-M8",
+    "ACME-WASHER-M8",
+    "ACME-ANCHOR-10",
+    "ACME-DRILL-6",
+    "NORD-SCREW-4X40",
+    "NORD-DOWEL-8",
+    "ACME-TOOLBOX-L",
+    "ACME-BOLT-M10",
+)
