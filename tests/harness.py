@@ -216,3 +216,66 @@ EXAMPLE_SKUS = (
     "ACME-TOOLBOX-L",
     "ACME-BOLT-M10",
 )
+
+
+def write_config(path: Path, erp_url: str, **sections: dict[str, Any]) -> Path:
+    """Write a TOML configuration for a hub process posting to ``erp_url``."""
+    target = {
+        "base_url": erp_url,
+        "requests_per_second": 50,
+        "max_concurrency": 4,
+        "timeout_seconds": 5,
+        "max_attempts": 8,
+        "backoff_initial_seconds": 0.05,
+        "backoff_max_seconds": 0.5,
+        "circuit_failure_threshold": 1000,
+        **sections.pop("target", {}),
+    }
+    workers = {"poll_interval_seconds": 0.05, "lease_seconds": 5, **sections.pop("workers", {})}
+    lines = ["[shopify]", f'webhook_secret = "{SECRET}"', "", "[targets.erp]"]
+    lines += [f"{key} = {_toml_value(value)}" for key, value in target.items()]
+    lines += ["", "[workers]"]
+    lines += [f"{key} = {_toml_value(value)}" for key, value in workers.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return str(value)
+
+
+class HubProcess:
+    """``entrepot run`` (or ``entrepot worker``) in a child process."""
+
+    def __init__(
+        self, data_dir: Path, config: Path, *, command: str = "run", log_name: str = "hub.log"
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [command, "--config", str(config), "--data-dir", str(data_dir)]
+        if command == "run":
+            args += ["--port", str(self.port)]
+        self.process = ChildProcess(f"entrepot {command}", args, data_dir / log_name)
+        if command == "run":
+            self.process.wait_until_healthy(f"{self.url}/healthz")
+
+    def post_webhook(self, body: dict[str, Any], **header_options: Any) -> httpx.Response:
+        raw = json.dumps(body).encode()
+        return httpx.post(
+            f"{self.url}/webhooks/shopify",
+            content=raw,
+            headers=webhook_headers(raw, **header_options),
+            timeout=10,
+        )
+
+    def kill(self) -> None:
+        self.process.kill()
+
+    def stop(self) -> None:
+        self.process.stop()

@@ -15,7 +15,7 @@ class Backoff:
 
     def __init__(self, initial: float, maximum: float) -> None:
         self._wait = tenacity.wait_exponential_jitter(
-            initial=initial, max=maximum, exp_base=2, jitter=initial
+            multiplier=initial, max=maximum, exp_base=2, jitter=initial
         )
         self._retrying = tenacity.Retrying()
 

@@ -14,7 +14,9 @@ from typing import Any
 
 from entrepot.canonical import Address, Customer, OrderLine, SalesOrder
 
+# Custom body fields, as NetSuite names fields that an account adds to a record.
 VERSION_FIELD = "custbody_entrepot_version"
+PAYMENT_STATUS_FIELD = "custbody_payment_status"
 
 
 def customer_external_id(order: SalesOrder) -> str | None:
@@ -95,6 +97,7 @@ def sales_order_record(order: SalesOrder) -> dict[str, Any]:
         "discountTotal": -order.totals.discounts.shop_money.amount,
         "total": order.total.amount,
         VERSION_FIELD: order.source_updated_at.isoformat(),
+        PAYMENT_STATUS_FIELD: order.payment.financial_status,
     }
     customer_id = customer_external_id(order)
     if customer_id is not None:
