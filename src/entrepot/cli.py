@@ -39,6 +39,8 @@ DataDirOption = Annotated[
     typer.Option("--data-dir", help="Folder of the embedded SQLite store.", file_okay=False),
 ]
 
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
 
 def _settings(config: Path | None, data_dir: Path | None = None, **server: Any) -> Settings:
     overrides: dict[str, Any] = {}
@@ -166,24 +168,30 @@ def orders_list(
     data_dir: DataDirOption = None,
     state: Annotated[str | None, typer.Option(help="Only orders in this state.")] = None,
     limit: Annotated[int, typer.Option(help="Maximum number of orders.")] = 50,
+    as_json: JsonOption = False,
 ) -> None:
     """List the newest orders."""
     from entrepot.hub import tracking
 
     database = _runtime_database(config, data_dir)
-    table = Table("order", "account", "state", "total", "ERP id", "correlation id", "error")
     with database.read() as session:
-        for order in tracking.list_orders(session, state=state, limit=limit):
-            total = f"{order.total} {order.currency}" if order.total is not None else ""
-            table.add_row(
-                order.order_number or order.channel_order_id,
-                order.account,
-                order.state,
-                total,
-                order.erp_id or "",
-                order.correlation_id,
-                order.last_error or "",
-            )
+        orders = tracking.list_orders(session, state=state, limit=limit)
+        views = [tracking.order_summary(order) for order in orders]
+    if as_json:
+        console.print_json(json.dumps(views))
+        return
+    table = _table("order", "account", "state", "total", "ERP id", "correlation id", "error")
+    for view in views:
+        total = f"{view['total']} {view['currency']}" if view["total"] is not None else ""
+        table.add_row(
+            view["order_number"] or view["channel_order_id"],
+            view["account"],
+            view["state"],
+            total,
+            view["erp_id"] or "",
+            view["correlation_id"],
+            view["last_error"] or "",
+        )
     console.print(table)
 
 
@@ -219,23 +227,30 @@ def dlq_list(
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
     status: Annotated[str, typer.Option(help="open, retried, discarded or all.")] = "open",
+    as_json: JsonOption = False,
 ) -> None:
     """List dead letters."""
+    from entrepot.hub import tracking
     from entrepot.store.dead_letters import list_dead_letters
 
     database = _runtime_database(config, data_dir)
-    table = Table("id", "stage", "kind", "target", "status", "reason", "correlation id")
     with database.read() as session:
-        for item in list_dead_letters(session, status=None if status == "all" else status):
-            table.add_row(
-                str(item.id),
-                item.stage,
-                item.kind,
-                item.target or "",
-                item.status,
-                item.reason,
-                item.correlation_id,
-            )
+        found = list_dead_letters(session, status=None if status == "all" else status)
+        views = [tracking.dead_letter_view(item) for item in found]
+    if as_json:
+        console.print_json(json.dumps(views))
+        return
+    table = _table("id", "stage", "kind", "target", "status", "correlation id", "reason")
+    for view in views:
+        table.add_row(
+            str(view["id"]),
+            view["stage"],
+            view["kind"],
+            view["target"] or "",
+            view["status"],
+            view["correlation_id"],
+            view["reason"],
+        )
     console.print(table)
 
 
@@ -309,6 +324,13 @@ def _operate(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     console.print(f"Dead letter {dead_letter_id} {done}.")
+
+
+def _table(*columns: str) -> Table:
+    table = Table()
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    return table
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ def list_orders(
     runtime: Runtime = request.app.state.runtime
     with runtime.database.read() as session:
         orders = tracking.list_orders(session, state=state, limit=limit)
-        return [_order_line(order) for order in orders]
+        return [tracking.order_summary(order) for order in orders]
 
 
 @router.get("/orders/{key}")
@@ -47,17 +47,3 @@ def show_summary(request: Request) -> dict[str, Any]:
     runtime: Runtime = request.app.state.runtime
     with runtime.database.read() as session:
         return tracking.summary(session)
-
-
-def _order_line(order: Any) -> dict[str, Any]:
-    return {
-        "correlation_id": order.correlation_id,
-        "channel_order_id": order.channel_order_id,
-        "order_number": order.order_number,
-        "account": order.account,
-        "state": order.state,
-        "total": str(order.total) if order.total is not None else None,
-        "currency": order.currency,
-        "erp_id": order.erp_id,
-        "last_error": order.last_error,
-    }

@@ -44,8 +44,14 @@ class OutcomeRecorder:
         if isinstance(outcome, Sent):
             self._sent(session, delivery, order, outcome)
         elif isinstance(outcome, Waiting):
+            # Keep the delivery's place in the queue for when the target opens.
             deliveries.reschedule(
-                session, delivery, outcome.until, error=None, ambiguous=False, count_attempt=False
+                session,
+                delivery,
+                delivery.next_attempt_at,
+                error=None,
+                ambiguous=False,
+                count_attempt=False,
             )
         elif isinstance(outcome.failure, RetryLater):
             return self._retry(session, delivery, order, outcome.failure)

@@ -86,17 +86,21 @@ class MaintenanceSchedule:
         return cls([parse_window(text, zone) for text in texts], timezone, lead_seconds)
 
     def closed_until(self, moment: datetime) -> datetime | None:
-        """Return when sending may resume if ``moment`` falls in a window, else None."""
-        local = (moment + self.lead).astimezone(self.zone)
+        """Return when sending may resume if ``moment`` falls in a window, else None.
+
+        A window counts as open from ``lead_seconds`` before its start until its end.
+        """
+        local = moment.astimezone(self.zone)
         latest_end: datetime | None = None
         for window in self.windows:
-            occurrence = window.occurrence_around(local)
-            if occurrence is not None and (latest_end is None or occurrence[1] > latest_end):
-                latest_end = occurrence[1]
+            for probe in (local, local + self.lead):
+                occurrence = window.occurrence_around(probe)
+                if occurrence is not None and (latest_end is None or occurrence[1] > latest_end):
+                    latest_end = occurrence[1]
         if latest_end is None:
             return None
-        # A window may end inside another; keep going until sending is allowed.
-        following = self.closed_until(latest_end - self.lead)
+        # A window may end inside another, or just before the next opens.
+        following = self.closed_until(latest_end)
         return following or latest_end
 
 

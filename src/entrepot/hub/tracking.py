@@ -84,6 +84,21 @@ def order_view(session: Session, order: Order) -> dict[str, Any]:
     }
 
 
+def order_summary(order: Order) -> dict[str, Any]:
+    """Describe an order in one line's worth of fields, for lists."""
+    return {
+        "correlation_id": order.correlation_id,
+        "channel_order_id": order.channel_order_id,
+        "order_number": order.order_number,
+        "account": order.account,
+        "state": order.state,
+        "total": str(order.total) if order.total is not None else None,
+        "currency": order.currency,
+        "erp_id": order.erp_id,
+        "last_error": order.last_error,
+    }
+
+
 def receipt_view(receipt: Receipt) -> dict[str, Any]:
     return {
         "correlation_id": receipt.correlation_id,

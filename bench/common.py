@@ -1,0 +1,177 @@
+"""Result rows, the results table, and helpers shared by the benchmarks."""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+LOOPBACK = "127.0.0.1"
+
+# A maintenance window that covers every date a benchmark can run on. A target in
+# this window gets no requests, so its delivery worker only sleeps and polls.
+ALWAYS_CLOSED_WINDOW = "2000-01-01T00:00:00+00:00/2100-01-01T00:00:00+00:00"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One figure of a benchmark, with its ratio to the baseline of the same run.
+
+    ``ratio`` is None for figures that have no baseline, such as latencies and counts.
+    """
+
+    benchmark: str
+    measure: str
+    value: float
+    unit: str
+    ratio: float | None = None
+    note: str = ""
+
+
+def format_value(value: float) -> str:
+    if math.isnan(value):
+        return "n/a"
+    if value == int(value) and abs(value) < 1e9:
+        return f"{int(value):,}"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.3g}"
+
+
+def format_table(rows: Sequence[Row]) -> str:
+    """Return the rows as a Markdown table, so that it can be pasted into the docs."""
+    header = ("benchmark", "measure", "value", "unit", "ratio", "note")
+    cells = [
+        (
+            row.benchmark,
+            row.measure,
+            format_value(row.value),
+            row.unit,
+            "" if row.ratio is None else f"{row.ratio:.3f}",
+            row.note,
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
+    right_aligned = {2, 4}
+
+    def render(line: Sequence[str]) -> str:
+        padded = [
+            text.rjust(width) if i in right_aligned else text.ljust(width)
+            for i, (text, width) in enumerate(zip(line, widths, strict=True))
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|" + "|".join(
+        "-" * (width + 1) + ":" if i in right_aligned else "-" * (width + 2)
+        for i, width in enumerate(widths)
+    )
+    rule += "|"
+    return "\n".join([render(header), rule, *(render(line) for line in cells)])
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Return the ``fraction`` quantile of ``values`` (nearest rank), or NaN if empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]
+
+
+def machine_summary() -> str:
+    """Describe the processors, memory, Python and SQLite of this machine in one line."""
+    model = "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    memory = ""
+    if hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
+        gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        memory = f", {gib:.0f} GiB memory"
+    return (
+        f"{os.cpu_count()} CPUs ({model}){memory}, Python {platform.python_version()}, "
+        f"SQLite {sqlite3.sqlite_version}"
+    )
+
+
+def repository_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+class BenchServer:
+    """A Python module of this repository served in a child process, with its log in a file.
+
+    ``entrepot.demo.processes.ChildProcess`` runs only the ``entrepot`` command; this
+    runs any module (``-m``) with the repository root on the import path.
+    """
+
+    def __init__(self, name: str, module: str, args: list[str], log_path: Path) -> None:
+        self.name = name
+        self.log_path = log_path
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = log_path.open("ab")
+        root = str(repository_root())
+        python_path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", module, *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": python_path},
+            cwd=root,
+        )
+
+    def wait_until_healthy(self, url: str, timeout: float = 30.0) -> None:
+        """Poll ``url`` until it returns 200; raise RuntimeError if the process exits."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(
+                    f"{self.name} exited with code {self.process.returncode}; see {self.log_path}"
+                )
+            try:
+                if httpx.get(url, timeout=1.0).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not answer {url} within {timeout} s")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Send SIGTERM, then SIGKILL if the process has not exited within ``timeout``."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """Return the user plus system CPU seconds used so far by process ``pid`` (Linux only)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    # The command name in brackets may contain spaces; the numeric fields follow it.
+    fields = stat.rsplit(")", 1)[1].split()
+    user_ticks, system_ticks = int(fields[11]), int(fields[12])
+    return (user_ticks + system_ticks) / os.sysconf("SC_CLK_TCK")
+
+
+def mean(values: Iterable[float]) -> float:
+    items = list(values)
+    return sum(items) / len(items) if items else math.nan

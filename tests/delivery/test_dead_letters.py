@@ -1,0 +1,120 @@
+"""Dead letters: refused data, exhausted attempts, and what operators do with them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from entrepot.cli import app
+from tests.harness import ErpSim, hub_settings, order_body, running_hub, wait_until
+
+
+def unknown_sku_order(number: int) -> dict[str, object]:
+    body = order_body(number)
+    body["line_items"][0]["sku"] = "ACME-NOT-IN-ERP"
+    return body
+
+
+async def test_erp_refusal_dead_letters_at_once(tmp_path: Path, erp: ErpSim) -> None:
+    async with running_hub(hub_settings(tmp_path, erp.url)) as hub:
+        await hub.post_webhook(unknown_sku_order(9201), webhook_id="w-9201")
+        await hub.wait_drained()
+        view = await hub.order("9201")
+
+    assert view["state"] == "rejected"
+    assert view["deliveries"][0]["attempts"] == 1
+    assert view["deliveries"][0]["status"] == "dead"
+    [dead_letter] = view["dead_letters"]
+    assert dead_letter["stage"] == "delivery"
+    assert dead_letter["kind"] == "permanent"
+    assert dead_letter["error_code"] == "INVALID_KEY_OR_REF"
+    assert "ACME-NOT-IN-ERP" in dead_letter["reason"]
+    assert "item.items[0].item" in dead_letter["reason"]
+    assert "Create the item in the ERP" in dead_letter["remedy"]
+
+
+async def test_retry_after_fix_replays_original(tmp_path: Path, erp: ErpSim) -> None:
+    body = unknown_sku_order(9202)
+    async with running_hub(hub_settings(tmp_path, erp.url)) as hub:
+        await hub.post_webhook(body, webhook_id="w-9202")
+        await hub.wait_drained()
+        [dead_letter] = (await hub.client.get("/api/dead-letters")).json()
+        shown = (await hub.client.get(f"/api/dead-letters/{dead_letter['id']}")).json()
+
+        erp.add_items("ACME-NOT-IN-ERP")
+        retried = await hub.client.post(
+            f"/api/dead-letters/{dead_letter['id']}/retry", json={"by": "ops-alice"}
+        )
+        await wait_until(lambda: _state_is(hub, "9202", "accepted"), message="accepted")
+        again = await hub.client.post(
+            f"/api/dead-letters/{dead_letter['id']}/retry", json={"by": "ops-bob"}
+        )
+        view = await hub.order("9202")
+
+    assert json.loads(shown["original_body"]) == body
+    assert retried.status_code == 200
+    assert retried.json()["status"] == "retried"
+    assert retried.json()["resolved_by"] == "ops-alice"
+    assert again.status_code == 409
+    assert view["erp_id"] is not None
+    assert "dead letter 1 retried by ops-alice" in [step["event"] for step in view["history"]]
+    [posted] = erp.orders()
+    assert posted["lines"][0]["sku"] == "ACME-NOT-IN-ERP"
+
+
+async def test_attempts_exhausted_then_retried_from_cli(tmp_path: Path, erp: ErpSim) -> None:
+    erp.fault(kind="unavailable", seconds=60)
+    settings = hub_settings(tmp_path, erp.url, max_attempts=3)
+    async with running_hub(settings) as hub:
+        await hub.post_webhook(order_body(9203), webhook_id="w-9203")
+        await hub.wait_drained()
+        dead = await hub.order("9203")
+
+        erp.admin.delete("/_sim/faults").raise_for_status()
+        runner = CliRunner()
+        data_dir = str(settings.store.data_dir)
+        listed = runner.invoke(app, ["dlq", "list", "--json", "--data-dir", data_dir])
+        retried = runner.invoke(
+            app, ["dlq", "retry", "1", "--data-dir", data_dir, "--by", "ops-carol"]
+        )
+        await wait_until(lambda: _state_is(hub, "9203", "accepted"), message="accepted")
+
+    assert dead["state"] == "dead_lettered"
+    assert dead["deliveries"][0]["attempts"] == 3
+    [dead_letter] = dead["dead_letters"]
+    assert dead_letter["kind"] == "attempts_exhausted"
+    assert "3 attempts failed" in dead_letter["reason"]
+    assert "503" in dead_letter["reason"]
+    assert listed.exit_code == 0
+    assert [item["kind"] for item in json.loads(listed.output)] == ["attempts_exhausted"]
+    assert retried.exit_code == 0, retried.output
+    assert "Dead letter 1 queued for replay." in retried.output
+
+
+async def test_discard_keeps_state_and_records_who(tmp_path: Path, erp: ErpSim) -> None:
+    settings = hub_settings(tmp_path, erp.url)
+    async with running_hub(settings) as hub:
+        await hub.post_webhook(unknown_sku_order(9204), webhook_id="w-9204")
+        await hub.wait_drained()
+        runner = CliRunner()
+        data_dir = str(settings.store.data_dir)
+        discarded = runner.invoke(
+            app, ["dlq", "discard", "1", "--data-dir", data_dir, "--by", "ops-dan"]
+        )
+        twice = runner.invoke(app, ["dlq", "discard", "1", "--data-dir", data_dir])
+        shown = runner.invoke(app, ["dlq", "show", "1", "--data-dir", data_dir])
+        view = await hub.order("9204")
+
+    assert discarded.exit_code == 0, discarded.output
+    assert twice.exit_code == 1
+    assert "already discarded by ops-dan" in twice.output
+    assert json.loads(shown.output)["status"] == "discarded"
+    assert view["state"] == "rejected"
+    assert view["dead_letters"][0]["resolved_by"] == "ops-dan"
+
+
+async def _state_is(hub: object, key: str, state: str) -> bool:
+    view = await hub.order(key)  # type: ignore[attr-defined]
+    return bool(view.get("state") == state)
