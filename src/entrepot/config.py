@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,14 +24,20 @@ CONFIG_ENV_VAR = "ENTREPOT_CONFIG"
 DEFAULT_CONFIG_FILE = Path("entrepot.toml")
 
 
-class ServerSettings(BaseModel):
+class Section(BaseModel):
+    """A table of the configuration; an unknown key is an error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(Section):
     """Where the HTTP server listens."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
 
 
-class StoreSettings(BaseModel):
+class StoreSettings(Section):
     """Where entrepot keeps its state. An empty ``url`` means SQLite in ``data_dir``."""
 
     data_dir: Path = Path("data")
@@ -43,21 +49,21 @@ class StoreSettings(BaseModel):
         return f"sqlite:///{(self.data_dir / 'entrepot.db').resolve()}"
 
 
-class LoggingSettings(BaseModel):
+class LoggingSettings(Section):
     """Log level and format: ``text`` for people, ``json`` for log collectors."""
 
     level: str = "INFO"
     format: Literal["text", "json"] = "text"
 
 
-class ShopSettings(BaseModel):
+class ShopSettings(Section):
     """Secrets of one Shopify shop, overriding the app-wide ones."""
 
     webhook_secret: SecretStr | None = None
     previous_webhook_secret: SecretStr | None = None
 
 
-class ShopifySettings(BaseModel):
+class ShopifySettings(Section):
     """Shopify webhook secrets.
 
     ``webhook_secret`` is the app's client secret, which signs the webhooks of every
@@ -87,7 +93,7 @@ class ShopifySettings(BaseModel):
         return {domain.lower(): shop for domain, shop in shops.items()}
 
 
-class TargetSettings(BaseModel):
+class TargetSettings(Section):
     """An ERP that orders are delivered to, and the budget it allows.
 
     ``maintenance_windows`` are times when nothing is sent, such as
@@ -109,7 +115,7 @@ class TargetSettings(BaseModel):
     circuit_reset_seconds: float = Field(default=30.0, gt=0)
 
 
-class RoutingRule(BaseModel):
+class RoutingRule(Section):
     """Send matching orders to ``target``; a field left out matches anything."""
 
     channel: str | None = None
@@ -118,14 +124,14 @@ class RoutingRule(BaseModel):
     target: str
 
 
-class RoutingSettings(BaseModel):
+class RoutingSettings(Section):
     """Routing rules, tried in order (the first match wins), then the default."""
 
     rules: list[RoutingRule] = Field(default_factory=list)
     default_target: str = "erp"
 
 
-class WorkerSettings(BaseModel):
+class WorkerSettings(Section):
     """How workers claim work. A claimed message whose lease has run out without a
     renewal belongs to a worker that died, and another worker takes it over."""
 

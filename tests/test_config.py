@@ -1,0 +1,70 @@
+"""Settings from TOML with environment overrides and command-line values on top."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from entrepot.config import load_settings
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_toml_values_read(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "e.toml", "[server]\nport = 9100\n[targets.erp]\nmax_concurrency = 3\n"
+    )
+    settings = load_settings(config)
+    assert settings.server.port == 9100
+    assert settings.targets["erp"].max_concurrency == 3
+
+
+def test_environment_overrides_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = write(tmp_path / "e.toml", '[shopify]\nwebhook_secret = "from-file"\n')
+    monkeypatch.setenv("ENTREPOT_SHOPIFY__WEBHOOK_SECRET", "from-env")
+    monkeypatch.setenv("ENTREPOT_TARGETS__ERP__REQUESTS_PER_SECOND", "2.5")
+    settings = load_settings(config)
+    assert settings.shopify.secrets_for("any.myshopify.com") == ["from-env"]
+    assert settings.targets["erp"].requests_per_second == 2.5
+
+
+def test_command_line_overrides_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENTREPOT_SERVER__PORT", "9200")
+    monkeypatch.setenv("ENTREPOT_SERVER__HOST", "127.0.0.2")
+    settings = load_settings(server={"port": 9300})
+    assert settings.server.port == 9300
+    assert settings.server.host == "127.0.0.2"
+
+
+def test_config_file_from_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = write(tmp_path / "other.toml", "[workers]\nlease_seconds = 7\n")
+    monkeypatch.setenv("ENTREPOT_CONFIG", str(config))
+    assert load_settings().workers.lease_seconds == 7
+
+
+def test_missing_config_file_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("ENTREPOT_CONFIG", str(tmp_path / "absent.toml"))
+    with pytest.raises(FileNotFoundError, match=r"absent\.toml"):
+        load_settings()
+
+
+def test_unknown_key_rejected(tmp_path: Path) -> None:
+    config = write(tmp_path / "e.toml", "[server]\nprot = 1\n")
+    with pytest.raises(ValidationError, match="prot"):
+        load_settings(config)
+
+
+def test_routing_to_unknown_target_rejected(tmp_path: Path) -> None:
+    config = write(tmp_path / "e.toml", '[routing]\ndefault_target = "netsuite-eu"\n')
+    with pytest.raises(ValidationError, match="netsuite-eu"):
+        load_settings(config)
+
+
+def test_default_store_is_sqlite_in_data_dir(tmp_path: Path) -> None:
+    settings = load_settings(store={"data_dir": tmp_path})
+    assert settings.store.database_url() == f"sqlite:///{tmp_path.resolve()}/entrepot.db"
