@@ -31,14 +31,14 @@ class Section(BaseModel):
 
 
 class ServerSettings(Section):
-    """Where the HTTP server listens."""
+    """The HTTP server's listening address and port."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
 
 
 class StoreSettings(Section):
-    """Where entrepot keeps its state. An empty ``url`` means SQLite in ``data_dir``."""
+    """The location of entrepot's state. An empty ``url`` means SQLite in ``data_dir``."""
 
     data_dir: Path = Path("data")
     url: str = ""
@@ -132,7 +132,7 @@ class RoutingSettings(Section):
 
 
 class WorkerSettings(Section):
-    """How workers claim work. A claimed message whose lease has run out without a
+    """Leases and polling of the workers. A claimed message whose lease has run out without a
     renewal belongs to a worker that died, and another worker takes it over."""
 
     lease_seconds: float = Field(default=30.0, gt=0)

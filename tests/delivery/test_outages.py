@@ -41,7 +41,7 @@ async def test_throttling_uses_no_attempt(tmp_path: Path, erp: ErpSim) -> None:
         view = await hub.order("9031")
 
     assert view["state"] == "accepted"
-    # Three 429 answers and one success, with a budget of two attempts.
+    # Three 429 responses and one success, with a budget of two attempts.
     assert view["deliveries"][0]["attempts"] == 1
     assert erp.stats()["by_status"]["429"] == 3
 

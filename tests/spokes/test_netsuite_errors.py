@@ -1,4 +1,4 @@
-"""NetSuite answers sorted into retry later, permanent and nothing to do."""
+"""NetSuite error responses sorted into retry later, permanent and nothing to do."""
 
 from __future__ import annotations
 

@@ -22,7 +22,7 @@ router = APIRouter(prefix="/api/dead-letters", tags=["operations"])
 
 
 class OperatorAction(BaseModel):
-    """Who acts on a dead letter; stored with the action."""
+    """The operator acting on a dead letter, stored with the action."""
 
     by: str = Field(min_length=1, max_length=120)
 

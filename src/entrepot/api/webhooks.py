@@ -1,8 +1,8 @@
-"""``POST /webhooks/{channel}``: verify, store durably, answer at once.
+"""``POST /webhooks/{channel}``: verify, store durably, respond at once.
 
-Processing happens after the answer, in the intake worker. Shopify gives up on a
-webhook after 5 seconds and retries it, so the answer waits only for the commit
-of the raw body.
+Processing happens after the response, in the intake worker. Shopify gives up on
+a webhook after 5 seconds and retries it, so the response waits only for the
+commit of the raw body.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Customer, with addresses and the id each system knows it by."""
+"""Customer, with addresses and its id in each system."""
 
 from __future__ import annotations
 

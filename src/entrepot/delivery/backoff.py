@@ -1,7 +1,7 @@
 """Retry delays: exponential backoff with jitter, computed by tenacity.
 
 The delivery queue lives in the database, so a retry is a time stored on the
-delivery rather than a sleep in a loop; tenacity's wait strategy gives the delay.
+delivery rather than a sleep in a loop. tenacity's wait strategy gives the delay.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ class Backoff:
     def delay(self, attempts: int, retry_after: float | None = None) -> float:
         """Return seconds to wait after ``attempts`` failed attempts.
 
-        A ``Retry-After`` from the target is honoured when it asks for longer.
+        A ``Retry-After`` from the target is honoured when it requests a longer wait.
         """
         state = tenacity.RetryCallState(self._retrying, fn=None, args=(), kwargs={})
         state.attempt_number = max(1, attempts)

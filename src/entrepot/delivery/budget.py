@@ -86,7 +86,7 @@ class TargetBudget:
         return self._schedule.closed_until(moment or utc_now()) is not None
 
     def pause(self, seconds: float) -> None:
-        """Stop sending for ``seconds``, because the target said it is overloaded."""
+        """Stop sending for ``seconds``, because the target reported it is overloaded."""
         until = utc_now() + timedelta(seconds=seconds)
         if self._paused_until is None or until > self._paused_until:
             self._paused_until = until

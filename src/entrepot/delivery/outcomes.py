@@ -1,4 +1,4 @@
-"""What one delivery attempt came to, before it is recorded."""
+"""Outcomes of one delivery attempt, before they are recorded."""
 
 from __future__ import annotations
 

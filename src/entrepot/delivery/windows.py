@@ -69,7 +69,7 @@ Window = RecurringWindow | FixedWindow
 class MaintenanceSchedule:
     """The maintenance windows of one target.
 
-    ``lead_seconds`` closes each window that much early, so that a request sent
+    ``lead_seconds`` starts each window that much early, so that a request sent
     just before a window opens does not arrive inside it.
     """
 

@@ -39,7 +39,7 @@ class ChildProcess:
         )
 
     def wait_until_healthy(self, url: str, timeout: float = 30.0) -> None:
-        """Poll ``url`` until it answers 200; raise RuntimeError if the process dies."""
+        """Poll ``url`` until it returns 200; raise RuntimeError if the process dies."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -52,7 +52,7 @@ class ChildProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not answer {url} within {timeout} s")
+        raise RuntimeError(f"{self.name} did not respond at {url} within {timeout} s")
 
     def kill(self) -> None:
         """Stop the process at once with SIGKILL, as a crash would."""

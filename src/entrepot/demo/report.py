@@ -13,7 +13,7 @@ from entrepot.demo.story import Expected, Story
 
 @dataclass(frozen=True)
 class OrderOutcome:
-    """What became of one order, next to what the demo expected."""
+    """The outcome of one order, next to the state the demo expected."""
 
     channel_order_id: str
     order_number: str | None

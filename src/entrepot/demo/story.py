@@ -34,7 +34,7 @@ class Webhook:
 
 @dataclass(frozen=True)
 class Outage:
-    """The ERP answers 503 for ``seconds``, as during a maintenance window."""
+    """An ERP outage: every request gets 503 for ``seconds``, as in a maintenance window."""
 
     seconds: float
 
@@ -52,7 +52,7 @@ Step = Webhook | Outage | WaitForState
 
 @dataclass(frozen=True)
 class Expected:
-    """What the demo expects of one order at the end."""
+    """The state the demo expects of one order at the end."""
 
     order_id: str
     state: str
@@ -68,7 +68,7 @@ class Story:
 
 
 def built_in_story() -> Story:
-    """The story on the project's example orders."""
+    """Build the story on the project's example orders."""
     orders = {
         name: _load_example(name)
         for name in (
@@ -124,7 +124,7 @@ def built_in_story() -> Story:
 
 
 def story_from_folder(folder: Path) -> Story:
-    """The same story on the orders in ``folder``: every order is expected to post."""
+    """Build the same story on the orders in ``folder``, expecting every order to post."""
     bodies = [_read_order(path) for path in sorted(folder.glob("*.json"))]
     if not bodies:
         raise FileNotFoundError(f"no *.json order files in {folder}")

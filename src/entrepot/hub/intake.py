@@ -1,7 +1,7 @@
 """Turn stored receipts into orders: map, validate, route and queue the delivery.
 
 Each receipt is applied in one transaction together with its order, customer,
-history and delivery, so a crash leaves either all of it or none of it; an
+history and delivery, so a crash leaves either all of it or none of it. An
 unfinished receipt is processed again once its lease runs out.
 """
 
@@ -39,7 +39,8 @@ INTAKE_REMEDY = (
 
 @dataclass(frozen=True)
 class IntakeResult:
-    """How one receipt ended; ``queued_target`` names a target with new work."""
+    """The end of one receipt's processing. ``queued_target`` names a target with new
+    work."""
 
     status: str
     outcome: str
@@ -60,7 +61,8 @@ class IntakeProcessor:
         self._routing = routing
 
     def process(self, receipt: Receipt) -> IntakeResult:
-        """Process one claimed receipt; bad input is recorded, never raised."""
+        """Process one claimed receipt. Bad input becomes a recorded rejection, not an
+        exception."""
         with correlation_scope(receipt.correlation_id):
             spoke = self._channels.get(receipt.channel)
             if spoke is None:

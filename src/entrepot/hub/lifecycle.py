@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 class OrderState(StrEnum):
-    """Where an order is.
+    """The lifecycle state of an order.
 
     ``rejected`` means its data was refused, by validation or by the ERP.
     ``dead_lettered`` means delivery gave up after its attempts ran out.

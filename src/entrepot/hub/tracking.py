@@ -1,4 +1,4 @@
-"""Where is my order: views of orders, receipts and their history, from the store.
+"""Views of orders, receipts and their history, to tell where each order is.
 
 Every figure here is read from stored state, so it survives restarts.
 """

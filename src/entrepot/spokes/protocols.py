@@ -1,4 +1,4 @@
-"""What the hub and delivery expect of a spoke. They import nothing else of it.
+"""Protocols of the spokes: all that the hub and delivery import of a spoke.
 
 A concrete spoke is named in the configuration by its ``kind``; `load_erp_spoke`
 imports it by the dotted path registered for that kind.
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class SubmitResult:
-    """What the ERP returned for a submitted order.
+    """The ERP's result for a submitted order.
 
     ``created`` is false when the order was already there (found by its external
     id) and nothing new was written.
@@ -41,7 +41,7 @@ class ErpSpoke(Protocol):
         """Create or update the order, idempotent by ``order.external_id``.
 
         With ``look_up_first``, find the order before creating it, because an
-        earlier attempt may have created it without an answer reaching us.
+        earlier attempt may have created it without its response reaching us.
         """
         ...
 
@@ -69,7 +69,7 @@ class WebhookEnvelope:
 
 class WebhookRejected(Exception):
     """Raised when a webhook request fails verification; ``status_code`` is the
-    HTTP answer to give (401 for a bad signature, 400 for a missing header)."""
+    HTTP status to respond with (401 for a bad signature, 400 for a missing header)."""
 
     def __init__(self, reason: str, status_code: int = 401) -> None:
         super().__init__(reason)
@@ -83,7 +83,7 @@ class ChannelMessage:
 
     ``kind`` is ``order`` for a new or changed order (a cancelled one included),
     ``refund`` for a refund to record on its order, and ``ignored`` for a topic the
-    hub does not act on. ``note`` says, for operators, what the message carried.
+    hub does not act on. ``note`` tells operators what the message carried.
     """
 
     kind: Literal["order", "refund", "ignored"]

@@ -1,7 +1,7 @@
 """Deliveries: the durable queue of messages per target, with leases.
 
 A delivery is claimed under a lease that its worker renews while the request
-runs. A worker that dies stops renewing; once the lease has run out, another
+runs. A worker that dies stops renewing. Once the lease has run out, another
 worker claims the delivery again and marks it ``ambiguous``, because the dead
 worker's request may have reached the target.
 """
@@ -170,8 +170,8 @@ def reschedule(
 ) -> None:
     """Put the delivery back in the queue until ``at``.
 
-    ``count_attempt`` false gives the attempt back (the target was closed or
-    throttled, which says nothing about the message). If a newer pending delivery of
+    ``count_attempt`` false gives the attempt back, because a closed or throttled
+    target tells nothing about the message. If a newer pending delivery of
     the same order and action exists, this one folds into it instead.
     """
     if not count_attempt:

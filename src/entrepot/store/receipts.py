@@ -29,7 +29,7 @@ def store_receipt(database: Database, envelope: WebhookEnvelope, body: bytes) ->
     """Store the raw body and headers in one committed transaction.
 
     A repeated delivery (same webhook id) or a repeated event (same event id for the
-    same topic) violates a unique key; it is then counted on the receipt it repeats
+    same topic) violates a unique key. It is then counted on the receipt it repeats,
     and nothing else is stored.
     """
     correlation_id = str(uuid.uuid4())

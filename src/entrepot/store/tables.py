@@ -48,7 +48,7 @@ class Receipt(Base):
 
     ``status`` runs received → processing → processed, ignored or failed. A
     processing receipt whose lease has expired belongs to a worker that died and
-    is claimed again. ``replay`` asks the next processing to apply the receipt even
+    is claimed again. ``replay`` makes the next processing apply the receipt even
     if the order already carries its version (an operator's retry).
     """
 

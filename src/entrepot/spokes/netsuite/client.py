@@ -113,7 +113,7 @@ class NetSuiteSpoke:
             raise RetryLater(f"cannot connect to {self.name}: {exc!r}") from exc
         except httpx.TimeoutException as exc:
             raise RetryLater(
-                f"{self.name} did not answer {method} {path} within {self._timeout} s",
+                f"{method} {path} to {self.name} timed out after {self._timeout} s",
                 ambiguous=method != "GET",
             ) from exc
         except httpx.HTTPError as exc:
@@ -131,6 +131,6 @@ def _record_id(response: httpx.Response) -> str:
     record_id = location.rstrip("/").rsplit("/", 1)[-1]
     if not record_id:
         raise RetryLater(
-            f"the ERP answered {response.status_code} without a Location header", ambiguous=True
+            f"the ERP responded {response.status_code} without a Location header", ambiguous=True
         )
     return record_id

@@ -1,4 +1,4 @@
-"""Sort NetSuite's answers into the three failure kinds."""
+"""Sort NetSuite's error responses into the three failure kinds."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ RETRYABLE_STATUSES = frozenset({408, 500, 502, 503, 504})
 
 
 def raise_for_failure(target: str, response: httpx.Response) -> None:
-    """Raise the failure kind that a non-2xx answer of the ERP amounts to."""
+    """Raise the failure kind that a non-2xx response of the ERP amounts to."""
     if response.is_success:
         return
     status = response.status_code
