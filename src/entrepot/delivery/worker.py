@@ -63,7 +63,13 @@ class TargetWorker:
         log.info("Delivery worker for %s started.", self.name)
         try:
             while not stopping.is_set():
-                await self._claim_and_send(stopping)
+                try:
+                    await self._claim_and_send(stopping)
+                except Exception:
+                    # The store failed even after its retries; a claimed delivery
+                    # keeps its lease, which runs out, so waiting loses nothing.
+                    log.exception("Claiming a delivery for %s failed; trying again.", self.name)
+                    await self._sleep(stopping, self._poll_interval)
         finally:
             await self._drain()
             log.info("Delivery worker for %s stopped.", self.name)
@@ -76,7 +82,11 @@ class TargetWorker:
             return
 
         await self._budget.slots.acquire()
-        claimed = await asyncio.to_thread(self._claim)
+        try:
+            claimed = await asyncio.to_thread(self._claim)
+        except BaseException:
+            self._budget.slots.release()
+            raise
         if claimed is None:
             self._budget.slots.release()
             await self._sleep(stopping, self._poll_interval)
@@ -160,10 +170,14 @@ class TargetWorker:
     async def _renew_lease(self, claimed: ClaimedDelivery) -> None:
         while True:
             await asyncio.sleep(self._lease_seconds / 3)
-            renewed = await asyncio.to_thread(
-                self._database.write,
-                lambda session: deliveries.renew_lease(session, claimed, self._lease_seconds),
-            )
+            try:
+                renewed = await asyncio.to_thread(
+                    self._database.write,
+                    lambda session: deliveries.renew_lease(session, claimed, self._lease_seconds),
+                )
+            except Exception:
+                log.exception("Renewing the lease on delivery %d failed.", claimed.id)
+                continue
             if not renewed:
                 log.warning("Lost the lease on delivery %d to %s.", claimed.id, self.name)
                 return

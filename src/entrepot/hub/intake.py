@@ -96,14 +96,16 @@ class IntakeProcessor:
         if created:
             record(session, row, "received", correlation_id=receipt.correlation_id)
         if row.state == OrderState.CANCELLED:
-            transition(
-                session,
-                row,
-                OrderState.VALIDATED,
-                "new version",
-                detail="the order was already cancelled",
-                correlation_id=receipt.correlation_id,
-            )
+            if order.cancelled_at is None:
+                # Only a change that is not itself a cancellation is an illegal step.
+                transition(
+                    session,
+                    row,
+                    OrderState.VALIDATED,
+                    "new version",
+                    detail="the order was already cancelled",
+                    correlation_id=receipt.correlation_id,
+                )
             return _finish(
                 session, receipt, "ignored", "nothing to do: order already cancelled", row
             )

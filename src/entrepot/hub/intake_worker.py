@@ -40,15 +40,24 @@ class IntakeWorker:
     async def run(self, stopping: asyncio.Event) -> None:
         log.info("Intake worker started.")
         while not stopping.is_set():
-            receipts = await asyncio.to_thread(self._claim)
-            if not receipts:
+            try:
+                worked = await self._process_batch()
+            except Exception:
+                # The store failed even after its retries. The claimed receipts keep
+                # their leases, which run out, so nothing is lost by waiting.
+                log.exception("Intake failed; trying again in %.1f s.", self._poll_interval)
+                worked = False
+            if not worked:
                 await self._sleep(stopping)
-                continue
-            for receipt in receipts:
-                result = await asyncio.to_thread(self._processor.process, receipt)
-                if result.queued_target is not None:
-                    self._on_queued(result.queued_target)
         log.info("Intake worker stopped.")
+
+    async def _process_batch(self) -> bool:
+        receipts = await asyncio.to_thread(self._claim)
+        for receipt in receipts:
+            result = await asyncio.to_thread(self._processor.process, receipt)
+            if result.queued_target is not None:
+                self._on_queued(result.queued_target)
+        return bool(receipts)
 
     def _claim(self) -> list[Receipt]:
         return self._database.write(
