@@ -75,24 +75,27 @@ def webhook_headers(
     return headers
 
 
+# A target and workers tuned for tests: short backoff and polling, no circuit breaking.
+TEST_TARGET = {
+    "requests_per_second": 50,
+    "max_concurrency": 4,
+    "timeout_seconds": 5,
+    "max_attempts": 8,
+    "backoff_initial_seconds": 0.05,
+    "backoff_max_seconds": 0.5,
+    "circuit_failure_threshold": 1000,
+}
+TEST_WORKERS = {"poll_interval_seconds": 0.05, "lease_seconds": 5}
+
+
 def hub_settings(data_dir: Path, erp_url: str, **targets: Any) -> Settings:
     """Settings for a hub in ``data_dir`` posting to the simulator at ``erp_url``."""
-    target = {
-        "base_url": erp_url,
-        "requests_per_second": 50,
-        "max_concurrency": 4,
-        "timeout_seconds": 5,
-        "max_attempts": 8,
-        "backoff_initial_seconds": 0.05,
-        "backoff_max_seconds": 0.5,
-        "circuit_failure_threshold": 1000,
-        **targets,
-    }
+    target = {**TEST_TARGET, "base_url": erp_url, **targets}
     return load_settings(
         shopify={"webhook_secret": SECRET},
         store={"data_dir": data_dir},
         targets={"erp": target},
-        workers={"poll_interval_seconds": 0.05, "lease_seconds": 5},
+        workers=TEST_WORKERS,
     )
 
 
@@ -220,18 +223,8 @@ EXAMPLE_SKUS = (
 
 def write_config(path: Path, erp_url: str, **sections: dict[str, Any]) -> Path:
     """Write a TOML configuration for a hub process posting to ``erp_url``."""
-    target = {
-        "base_url": erp_url,
-        "requests_per_second": 50,
-        "max_concurrency": 4,
-        "timeout_seconds": 5,
-        "max_attempts": 8,
-        "backoff_initial_seconds": 0.05,
-        "backoff_max_seconds": 0.5,
-        "circuit_failure_threshold": 1000,
-        **sections.pop("target", {}),
-    }
-    workers = {"poll_interval_seconds": 0.05, "lease_seconds": 5, **sections.pop("workers", {})}
+    target = {**TEST_TARGET, "base_url": erp_url, **sections.pop("target", {})}
+    workers = {**TEST_WORKERS, **sections.pop("workers", {})}
     lines = ["[shopify]", f'webhook_secret = "{SECRET}"', "", "[targets.erp]"]
     lines += [f"{key} = {_toml_value(value)}" for key, value in target.items()]
     lines += ["", "[workers]"]

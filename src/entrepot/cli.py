@@ -207,15 +207,10 @@ def orders_show(
     database = _runtime_database(config, data_dir)
     with database.read() as session:
         try:
-            order = tracking.find_order(session, key)
+            view = tracking.look_up(session, key)
         except tracking.AmbiguousOrderKeyError as exc:
             console.print(f"[red]{exc}[/red]")
             raise typer.Exit(2) from exc
-        if order is not None:
-            view: dict[str, Any] | None = tracking.order_view(session, order)
-        else:
-            receipt = tracking.find_receipt(session, key)
-            view = {"receipt": tracking.receipt_view(receipt), "order": None} if receipt else None
     if view is None:
         console.print(f"[red]No order or receipt found for {key!r}.[/red]")
         raise typer.Exit(1)
@@ -262,19 +257,13 @@ def dlq_show(
 ) -> None:
     """Show a dead letter with the original input, as JSON."""
     from entrepot.hub import tracking
-    from entrepot.store.tables import DeadLetter, Receipt
 
     database = _runtime_database(config, data_dir)
     with database.read() as session:
-        item = session.get(DeadLetter, dead_letter_id)
-        if item is None:
-            console.print(f"[red]Dead letter {dead_letter_id} not found.[/red]")
-            raise typer.Exit(1)
-        view = tracking.dead_letter_view(item)
-        receipt = session.get(Receipt, item.receipt_id)
-        if receipt is not None:
-            view["receipt"] = tracking.receipt_view(receipt)
-            view["original_body"] = receipt.body.decode("utf-8", errors="replace")
+        view = tracking.dead_letter_detail(session, dead_letter_id)
+    if view is None:
+        console.print(f"[red]Dead letter {dead_letter_id} not found.[/red]")
+        raise typer.Exit(1)
     console.print_json(json.dumps(view))
 
 

@@ -16,7 +16,7 @@ from entrepot.store.dead_letters import (
     DeadLetterNotFoundError,
     list_dead_letters,
 )
-from entrepot.store.tables import DeadLetter, Receipt
+from entrepot.store.tables import DeadLetter
 
 router = APIRouter(prefix="/api/dead-letters", tags=["operations"])
 
@@ -45,16 +45,10 @@ def show(dead_letter_id: int, request: Request) -> dict[str, Any]:
     """Show a dead letter with the original input as the channel sent it."""
     runtime: Runtime = request.app.state.runtime
     with runtime.database.read() as session:
-        dead_letter = session.get(DeadLetter, dead_letter_id)
-        if dead_letter is None:
-            raise HTTPException(status_code=404, detail=f"dead letter {dead_letter_id} not found")
-        receipt = session.get(Receipt, dead_letter.receipt_id)
-        view = tracking.dead_letter_view(dead_letter)
-        if receipt is not None:
-            view["receipt"] = tracking.receipt_view(receipt)
-            view["original_body"] = receipt.body.decode("utf-8", errors="replace")
-            view["original_headers"] = receipt.headers
-        return view
+        view = tracking.dead_letter_detail(session, dead_letter_id)
+    if view is None:
+        raise HTTPException(status_code=404, detail=f"dead letter {dead_letter_id} not found")
+    return view
 
 
 @router.post("/{dead_letter_id}/retry")

@@ -31,15 +31,12 @@ def show_order(key: str, request: Request) -> dict[str, Any]:
     runtime: Runtime = request.app.state.runtime
     with runtime.database.read() as session:
         try:
-            order = tracking.find_order(session, key)
+            view = tracking.look_up(session, key)
         except tracking.AmbiguousOrderKeyError as exc:
             raise HTTPException(status_code=409, detail=str(exc)) from exc
-        if order is not None:
-            return tracking.order_view(session, order)
-        receipt = tracking.find_receipt(session, key)
-        if receipt is not None:
-            return {"receipt": tracking.receipt_view(receipt), "order": None}
-    raise HTTPException(status_code=404, detail=f"no order or receipt found for {key!r}")
+    if view is None:
+        raise HTTPException(status_code=404, detail=f"no order or receipt found for {key!r}")
+    return view
 
 
 @router.get("/summary")

@@ -52,6 +52,34 @@ def find_receipt(session: Session, correlation_id: str) -> Receipt | None:
     return session.scalars(select(Receipt).where(Receipt.correlation_id == correlation_id)).first()
 
 
+def look_up(session: Session, key: str) -> dict[str, Any] | None:
+    """Describe the order that ``key`` names, or the receipt if it has no order.
+
+    Raises `AmbiguousOrderKeyError` when a channel order id names several orders.
+    """
+    order = find_order(session, key)
+    if order is not None:
+        return order_view(session, order)
+    receipt = find_receipt(session, key)
+    if receipt is not None:
+        return {"receipt": receipt_view(receipt), "order": None}
+    return None
+
+
+def dead_letter_detail(session: Session, dead_letter_id: int) -> dict[str, Any] | None:
+    """Describe a dead letter with the original input as the channel sent it."""
+    dead_letter = session.get(DeadLetter, dead_letter_id)
+    if dead_letter is None:
+        return None
+    view = dead_letter_view(dead_letter)
+    receipt = session.get(Receipt, dead_letter.receipt_id)
+    if receipt is not None:
+        view["receipt"] = receipt_view(receipt)
+        view["original_body"] = receipt.body.decode("utf-8", errors="replace")
+        view["original_headers"] = receipt.headers
+    return view
+
+
 def order_view(session: Session, order: Order) -> dict[str, Any]:
     """Describe an order: state, totals, attempts, errors, history and messages."""
     deliveries = list(
@@ -61,19 +89,11 @@ def order_view(session: Session, order: Order) -> dict[str, Any]:
     )
     canonical = order.canonical or {}
     return {
-        "correlation_id": order.correlation_id,
+        **order_summary(order),
         "channel": order.channel,
-        "account": order.account,
-        "channel_order_id": order.channel_order_id,
-        "order_number": order.order_number,
-        "state": order.state,
-        "total": str(order.total) if order.total is not None else None,
-        "currency": order.currency,
         "target": order.target,
-        "erp_id": order.erp_id,
         "source_updated_at": _iso(order.source_updated_at),
         "attempts": sum(delivery.attempts for delivery in deliveries),
-        "last_error": order.last_error,
         "reconciliation": canonical.get("reconciliation", []),
         "deliveries": [_delivery_view(delivery) for delivery in deliveries],
         "dead_letters": [dead_letter_view(d) for d in _dead_letters_of(session, order.id)],
