@@ -58,7 +58,7 @@ def print_report(
     drain_seconds: float,
 ) -> None:
     table = Table(title="Orders")
-    for column in ("order", "state", "ERP id", "total", "attempts", "reason", "as expected"):
+    for column in ("order", "state", "ERP id", "total", "attempts", "as expected"):
         table.add_column(column)
     for outcome in outcomes:
         total = f"{outcome.total} {outcome.currency}" if outcome.total else ""
@@ -68,10 +68,13 @@ def print_report(
             outcome.erp_id or "",
             total,
             str(outcome.attempts),
-            outcome.reason or "",
             "yes" if outcome.as_expected else f"no (expected {outcome.expected_state})",
         )
     console.print(table)
+    for outcome in outcomes:
+        if outcome.reason:
+            name = outcome.order_number or outcome.channel_order_id
+            console.print(f"[bold]{name}[/bold] {outcome.state}: {outcome.reason}", soft_wrap=True)
     console.print(_counts(outcomes, summary, story, drain_seconds))
 
 

@@ -157,6 +157,11 @@ def _play(
     quiet: bool,
 ) -> None:
     if isinstance(step, Webhook):
+        if not quiet:
+            again = " (the same delivery again)" if step.repeat else ""
+            console.print(
+                f"Sending {step.topic} {step.body.get('name', '')} from {step.shop}{again}."
+            )
         _send(client, environment, step)
     elif isinstance(step, Outage):
         if not quiet:

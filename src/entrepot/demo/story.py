@@ -27,6 +27,7 @@ class Webhook:
     webhook_id: str
     event_id: str
     patch: dict[str, Any] = field(default_factory=dict)
+    repeat: bool = False
 
     def payload(self) -> bytes:
         return json.dumps({**self.body, **self.patch}).encode()
@@ -159,7 +160,9 @@ class WebhookMaker:
     ) -> Webhook:
         if repeat_of is not None:
             first = self.made[repeat_of]
-            webhook = Webhook(topic, body, shop, first.webhook_id, first.event_id, first.patch)
+            webhook = Webhook(
+                topic, body, shop, first.webhook_id, first.event_id, first.patch, repeat=True
+            )
         else:
             number = len(self.made) + 1
             webhook = Webhook(

@@ -19,7 +19,7 @@ from entrepot.config import RoutingSettings
 from entrepot.hub.lifecycle import OrderState, record, transition
 from entrepot.hub.routing import route
 from entrepot.observability.logging import correlation_scope
-from entrepot.spokes.protocols import ChannelMessage, ChannelSpoke
+from entrepot.spokes.protocols import ChannelMessage, ChannelSpoke, OrderReference
 from entrepot.store import deliveries
 from entrepot.store.customers import upsert_order_customer
 from entrepot.store.database import Database
@@ -73,12 +73,12 @@ class IntakeProcessor:
             try:
                 message = spoke.interpret(receipt.topic, receipt.account, receipt.body)
             except InvalidInputError as exc:
-                return self._reject(receipt, exc, spoke.order_id_of(receipt.body))
+                return self._reject(receipt, exc, spoke.order_reference(receipt.body))
             except Exception as exc:
                 # A bug in a mapping must cost one message, not the worker.
                 log.exception("Mapping receipt %r failed unexpectedly.", receipt.correlation_id)
                 error = InvalidInputError.single("", f"mapping failed: {exc!r}")
-                return self._reject(receipt, error, spoke.order_id_of(receipt.body))
+                return self._reject(receipt, error, spoke.order_reference(receipt.body))
             return self._apply_message(receipt, message)
 
     def _apply_message(self, receipt: Receipt, message: ChannelMessage) -> IntakeResult:
@@ -131,14 +131,14 @@ class IntakeProcessor:
         return IntakeResult(result.status, result.outcome, queued_target=target)
 
     def _reject(
-        self, receipt: Receipt, error: InvalidInputError, channel_order_id: str | None
+        self, receipt: Receipt, error: InvalidInputError, reference: OrderReference | None
     ) -> IntakeResult:
         log.warning("Receipt %r rejected: %s", receipt.correlation_id, error)
 
         def work(session: Session) -> IntakeResult:
             order = None
-            if channel_order_id is not None:
-                order, _ = _order_row(session, receipt, channel_order_id, None)
+            if reference is not None:
+                order, _ = _order_row(session, receipt, reference.order_id, reference.order_number)
                 _mark_rejected(session, order, receipt, str(error))
             add_dead_letter(
                 session,

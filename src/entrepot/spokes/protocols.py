@@ -78,6 +78,14 @@ class WebhookRejected(Exception):
 
 
 @dataclass(frozen=True)
+class OrderReference:
+    """The channel's key of an order and the number shown to people ("#1001")."""
+
+    order_id: str
+    order_number: str | None = None
+
+
+@dataclass(frozen=True)
 class ChannelMessage:
     """What a stored webhook means to the hub.
 
@@ -103,8 +111,9 @@ class ChannelSpoke(Protocol):
         """Map a stored body; raise `InvalidInputError` naming each bad field."""
         ...
 
-    def order_id_of(self, body: bytes) -> str | None:
-        """Return the channel's order id if the body has a readable one."""
+    def order_reference(self, body: bytes) -> OrderReference | None:
+        """Return the order's id and number if the body has readable ones, even when
+        the body is otherwise invalid."""
         ...
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from entrepot.canonical import InvalidInputError
 from entrepot.config import Settings
-from entrepot.spokes.protocols import ChannelMessage, WebhookEnvelope
+from entrepot.spokes.protocols import ChannelMessage, OrderReference, WebhookEnvelope
 from entrepot.spokes.shopify.mapping import map_order, parse_order_body
 from entrepot.spokes.shopify.webhooks import verify_webhook
 
@@ -32,9 +32,11 @@ class ShopifyChannel:
             return ChannelMessage("order", order.channel_order_id, order=order)
         if topic == REFUND_TOPIC:
             return _interpret_refund(parse_order_body(body))
-        return ChannelMessage("ignored", self.order_id_of(body), note=f"topic {topic} not handled")
+        reference = self.order_reference(body)
+        order_id = reference.order_id if reference else None
+        return ChannelMessage("ignored", order_id, note=f"topic {topic} not handled")
 
-    def order_id_of(self, body: bytes) -> str | None:
+    def order_reference(self, body: bytes) -> OrderReference | None:
         try:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError):
@@ -43,8 +45,12 @@ class ShopifyChannel:
             payload = payload["order"]
         if not isinstance(payload, dict):
             return None
+        # A refund names its order in order_id; an order is its own id.
         order_id = payload.get("order_id", payload.get("id"))
-        return str(order_id) if isinstance(order_id, int | str) and order_id != "" else None
+        if not isinstance(order_id, int | str) or order_id == "":
+            return None
+        name = payload.get("name") if "order_id" not in payload else None
+        return OrderReference(str(order_id), name if isinstance(name, str) else None)
 
 
 def _interpret_refund(payload: Mapping[str, Any]) -> ChannelMessage:
