@@ -26,6 +26,7 @@ from entrepot.store.types import utc_now
 log = logging.getLogger(__name__)
 
 STOP_GRACE_SECONDS = 10.0
+MAX_CLAIM = 50  # deliveries taken in one transaction at most
 
 
 class TargetWorker:
@@ -56,6 +57,10 @@ class TargetWorker:
             Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds),
         )
         self._sending: set[asyncio.Task[None]] = set()
+        # Claimed deliveries that this worker holds, from claim to recorded outcome.
+        # A few more than the concurrency, so that the next ones are ready when a
+        # request ends, and the outcome of the last one is written meanwhile.
+        self._held = asyncio.Semaphore(min(MAX_CLAIM, 2 * settings.max_concurrency + 2))
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Claim and send deliveries until ``stopping`` is set."""
@@ -81,23 +86,38 @@ class TargetWorker:
             await self._sleep(stopping, min(max(seconds, 0.01), self._poll_interval))
             return
 
-        await self._budget.slots.acquire()
+        slots = await self._take_free_slots()
         try:
-            claimed = await asyncio.to_thread(self._claim)
+            claimed = await asyncio.to_thread(self._claim, slots)
         except BaseException:
-            self._budget.slots.release()
+            self._release_slots(slots)
             raise
-        if claimed is None:
-            self._budget.slots.release()
+        self._release_slots(slots - len(claimed))
+        if not claimed:
             await self._sleep(stopping, self._poll_interval)
             return
-        task = asyncio.create_task(self._send(claimed), name=f"deliver-{claimed.id}")
-        self._sending.add(task)
-        task.add_done_callback(self._sent)
+        for delivery in claimed:
+            task = asyncio.create_task(self._send(delivery), name=f"deliver-{delivery.id}")
+            self._sending.add(task)
+            task.add_done_callback(self._sent)
+
+    async def _take_free_slots(self) -> int:
+        """Wait for room for one more claimed delivery, then take all the room there
+        is, so that one claim fills it."""
+        await self._held.acquire()
+        taken = 1
+        while not self._held.locked():
+            await self._held.acquire()
+            taken += 1
+        return taken
+
+    def _release_slots(self, count: int) -> None:
+        for _ in range(count):
+            self._held.release()
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
-        self._budget.slots.release()
+        self._held.release()
         if not task.cancelled() and task.exception() is not None:
             log.critical("Sending a delivery to %s crashed.", self.name, exc_info=task.exception())
 
@@ -110,10 +130,10 @@ class TargetWorker:
         for waiter in pending:
             waiter.cancel()
 
-    def _claim(self) -> ClaimedDelivery | None:
+    def _claim(self, limit: int) -> list[ClaimedDelivery]:
         return self._database.write(
-            lambda session: deliveries.claim_next(
-                session, self.name, self._owner, self._lease_seconds
+            lambda session: deliveries.claim_batch(
+                session, self.name, self._owner, self._lease_seconds, limit
             )
         )
 
@@ -129,12 +149,17 @@ class TargetWorker:
                 self._budget.pause(pause)
 
     async def _attempt(self, claimed: ClaimedDelivery) -> Outcome:
-        await self._budget.acquire_rate()
-        closed_until = self._budget.closed_until()
-        if closed_until is not None:
-            return Waiting(closed_until, "target closed")
-
         order_row = await asyncio.to_thread(self._load_order, claimed.order_id)
+        async with self._budget.slots:
+            await self._budget.acquire_rate()
+            closed_until = self._budget.closed_until()
+            if closed_until is not None:
+                return Waiting(closed_until, "target closed")
+            return await self._request_within_breaker(claimed, order_row)
+
+    async def _request_within_breaker(
+        self, claimed: ClaimedDelivery, order_row: dict[str, Any]
+    ) -> Outcome:
         try:
             result = await self._budget.call(lambda: self._request(claimed, order_row))
         except TargetClosedError as exc:

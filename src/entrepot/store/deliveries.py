@@ -70,13 +70,14 @@ def enqueue(
     )
 
 
-def claim_next(
-    session: Session, target: str, owner: str, lease_seconds: float
-) -> ClaimedDelivery | None:
-    """Take the oldest due delivery of ``target`` whose order has nothing in flight.
+def claim_batch(
+    session: Session, target: str, owner: str, lease_seconds: float, limit: int
+) -> list[ClaimedDelivery]:
+    """Take up to ``limit`` due deliveries of ``target``, oldest first.
 
     Deliveries of one order go one at a time, in the order they were queued, so a
-    cancellation never overtakes the order it cancels.
+    cancellation never overtakes the order it cancels. Deliveries whose worker
+    died (lease run out) come first, then pending ones that are due.
     """
     now = utc_now()
     earlier = aliased(Delivery)
@@ -89,21 +90,25 @@ def claim_next(
             and_(earlier.status.in_(OPEN_STATUSES), earlier.id < Delivery.id),
         ),
     )
-    free = or_(
-        and_(Delivery.status == PENDING, Delivery.next_attempt_at <= now),
+    # Two queries, each of which an index on (target, status, next_attempt_at) serves,
+    # instead of one with an OR that makes SQLite scan the table.
+    kinds_of_free = (
         and_(Delivery.status == IN_FLIGHT, Delivery.lease_expires_at < now),
+        and_(Delivery.status == PENDING, Delivery.next_attempt_at <= now),
     )
-    candidate = (
-        select(Delivery)
-        .where(Delivery.target == target, free, ~blocked)
-        .order_by(Delivery.next_attempt_at, Delivery.id)
-        .limit(1)
-        .with_for_update(skip_locked=True)
-    )
-    delivery = session.scalars(candidate).first()
-    if delivery is None:
-        return None
-    return _take(delivery, owner, now, lease_seconds)
+    claimed: list[ClaimedDelivery] = []
+    for free in kinds_of_free:
+        if len(claimed) >= limit:
+            break
+        candidates = session.scalars(
+            select(Delivery)
+            .where(Delivery.target == target, free, ~blocked)
+            .order_by(Delivery.next_attempt_at, Delivery.id)
+            .limit(limit - len(claimed))
+            .with_for_update(skip_locked=True)
+        ).all()
+        claimed += [_take(delivery, owner, now, lease_seconds) for delivery in candidates]
+    return claimed
 
 
 def _take(delivery: Delivery, owner: str, now: datetime, lease_seconds: float) -> ClaimedDelivery:
