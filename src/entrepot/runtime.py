@@ -14,6 +14,7 @@ import socket
 import uuid
 
 from entrepot.config import Settings
+from entrepot.delivery.budget import TargetBudget
 from entrepot.delivery.worker import TargetWorker
 from entrepot.hub.intake import IntakeProcessor
 from entrepot.hub.intake_worker import IntakeWorker
@@ -61,12 +62,14 @@ class Runtime:
             on_queued=self.notify_target,
         )
         for name, target in self.settings.targets.items():
-            spoke = load_erp_spoke(name, target)
+            budget = TargetBudget(name, target)
+            spoke = load_erp_spoke(name, target, budget.before_request)
             self._erp_spokes[name] = spoke
             self.targets[name] = TargetWorker(
                 name,
                 target,
                 spoke,
+                budget,
                 self.database,
                 owner=self.owner,
                 lease_seconds=workers.lease_seconds,

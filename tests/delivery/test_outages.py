@@ -89,3 +89,20 @@ async def test_timeout_after_commit_not_written_twice(tmp_path: Path, erp: ErpSi
         (r for r in erp.requests() if r["path"].endswith(":9071")), key=lambda r: r["started_at"]
     )
     assert [r["method"] for r in logged] == ["PUT", "GET"]
+
+
+async def test_every_request_within_rate_budget(tmp_path: Path, erp: ErpSim) -> None:
+    # Each order of a new customer costs two requests: the customer and the order.
+    settings = hub_settings(tmp_path, erp.url, requests_per_second=5, max_concurrency=4)
+    async with running_hub(settings) as hub:
+        for number in range(9081, 9087):
+            body = order_body(number)
+            body["customer"]["id"] = number
+            await hub.post_webhook(body, webhook_id=f"w-{number}")
+        await hub.wait_drained(within=30)
+
+    started = sorted(r["started_at"] for r in erp.requests())
+    assert len(started) == 12
+    gaps = [later - earlier for earlier, later in zip(started, started[1:], strict=False)]
+    # 5 per second, in a bucket of one request: at least 0.2 s apart, less scheduling slack.
+    assert min(gaps) > 0.18

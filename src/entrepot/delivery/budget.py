@@ -61,6 +61,7 @@ class TargetBudget:
             default_threshold=settings.circuit_failure_threshold,
             default_ttl=settings.circuit_reset_seconds,
             exclude=[
+                TargetClosedError,
                 PermanentFailure,
                 NothingToDo,
                 (RetryLater, lambda exc: bool(exc.throttled)),
@@ -92,8 +93,13 @@ class TargetBudget:
             self._paused_until = until
             log.info("Target %s throttled us; pausing for %.1f s.", self.name, seconds)
 
-    async def acquire_rate(self) -> None:
+    async def before_request(self) -> None:
+        """Wait for the rate budget, then raise `TargetClosedError` if the target is
+        closed; given to the spoke as its `RequestGate`."""
         await self._limiter.acquire()
+        until = self.closed_until()
+        if until is not None:
+            raise TargetClosedError(self.name, until)
 
     async def call(self, request: Callable[[], Awaitable[T]]) -> T:
         """Run ``request`` through the circuit breaker."""

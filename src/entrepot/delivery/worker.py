@@ -37,6 +37,7 @@ class TargetWorker:
         name: str,
         settings: TargetSettings,
         spoke: ErpSpoke,
+        budget: TargetBudget,
         database: Database,
         *,
         owner: str,
@@ -50,7 +51,7 @@ class TargetWorker:
         self._owner = owner
         self._lease_seconds = lease_seconds
         self._poll_interval = poll_interval
-        self._budget = TargetBudget(name, settings)
+        self._budget = budget
         self._recorder = OutcomeRecorder(
             name,
             settings.max_attempts,
@@ -151,10 +152,6 @@ class TargetWorker:
     async def _attempt(self, claimed: ClaimedDelivery) -> Outcome:
         order_row = await asyncio.to_thread(self._load_order, claimed.order_id)
         async with self._budget.slots:
-            await self._budget.acquire_rate()
-            closed_until = self._budget.closed_until()
-            if closed_until is not None:
-                return Waiting(closed_until, "target closed")
             return await self._request_within_breaker(claimed, order_row)
 
     async def _request_within_breaker(

@@ -7,7 +7,7 @@ imports it by the dotted path registered for that kind.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -117,7 +117,12 @@ class ChannelSpoke(Protocol):
         ...
 
 
-ErpSpokeFactory = Callable[[str, "TargetSettings"], ErpSpoke]
+RequestGate = Callable[[], Awaitable[None]]
+"""Awaited by an ERP spoke before each request it sends. It waits for the target's
+rate budget, and raises when the target is closed (maintenance, throttled, circuit
+open), so that no request of a delivery leaves outside the budget."""
+
+ErpSpokeFactory = Callable[[str, "TargetSettings", RequestGate], ErpSpoke]
 ChannelSpokeFactory = Callable[["Settings"], ChannelSpoke]
 
 ERP_SPOKE_KINDS: dict[str, str] = {
@@ -134,7 +139,7 @@ def load_channel_spokes(settings: Settings) -> dict[str, ChannelSpoke]:
     return {name: _import(path)(settings) for name, path in CHANNEL_SPOKES.items()}
 
 
-def load_erp_spoke(name: str, settings: TargetSettings) -> ErpSpoke:
+def load_erp_spoke(name: str, settings: TargetSettings, gate: RequestGate) -> ErpSpoke:
     """Build the ERP spoke for target ``name`` from its configured ``kind``."""
     path = ERP_SPOKE_KINDS.get(settings.kind, settings.kind)
     if ":" not in path:
@@ -144,7 +149,7 @@ def load_erp_spoke(name: str, settings: TargetSettings) -> ErpSpoke:
             f"use one of {known} or a 'module:factory' path"
         )
     factory: ErpSpokeFactory = _import(path)
-    return factory(name, settings)
+    return factory(name, settings, gate)
 
 
 def _import(path: str) -> Any:

@@ -8,10 +8,11 @@ from entrepot.spokes.netsuite.client import NetSuiteSpoke
 
 if TYPE_CHECKING:
     from entrepot.config import TargetSettings
+    from entrepot.spokes.protocols import RequestGate
 
 
-def create_spoke(name: str, settings: TargetSettings) -> NetSuiteSpoke:
-    return NetSuiteSpoke(name, settings)
+def create_spoke(name: str, settings: TargetSettings, gate: RequestGate) -> NetSuiteSpoke:
+    return NetSuiteSpoke(name, settings, gate)
 
 
 __all__ = ["NetSuiteSpoke", "create_spoke"]

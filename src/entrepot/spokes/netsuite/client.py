@@ -8,6 +8,7 @@ this version is not written again.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from typing import Any
@@ -26,7 +27,7 @@ from entrepot.spokes.netsuite.records import (
     customer_record,
     sales_order_record,
 )
-from entrepot.spokes.protocols import SubmitResult
+from entrepot.spokes.protocols import RequestGate, SubmitResult
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +38,9 @@ CANCELLED_STATUS = "C"
 class NetSuiteSpoke:
     """Posts canonical orders to one NetSuite account (or the ERP simulator)."""
 
-    def __init__(self, name: str, settings: TargetSettings) -> None:
+    def __init__(self, name: str, settings: TargetSettings, gate: RequestGate) -> None:
         self.name = name
+        self._gate = gate
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if settings.token is not None:
             headers["Authorization"] = f"Bearer {settings.token.get_secret_value()}"
@@ -48,9 +50,12 @@ class NetSuiteSpoke:
             headers=headers,
             timeout=httpx.Timeout(settings.timeout_seconds),
             limits=httpx.Limits(max_connections=settings.max_concurrency + 2),
+            event_hooks={"request": [self._before_request]},
         )
-        # External id -> digest of the customer record last written by this process.
+        # External id -> digest of the customer record last written by this process,
+        # and a lock per customer, so that orders of a new customer write it once.
         self._written_customers: dict[str, str] = {}
+        self._customer_locks: dict[str, asyncio.Lock] = {}
 
     async def submit_order(self, order: SalesOrder, *, look_up_first: bool) -> SubmitResult:
         await self._write_customer(order)
@@ -80,16 +85,21 @@ class NetSuiteSpoke:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    async def _before_request(self, _request: httpx.Request) -> None:
+        await self._gate()
+
     async def _write_customer(self, order: SalesOrder) -> None:
         external_id = customer_external_id(order)
         if external_id is None:
             return
         record = customer_record(order)
         digest = hashlib.sha256(simplejson.dumps(record, sort_keys=True).encode()).hexdigest()
-        if self._written_customers.get(external_id) == digest:
-            return
-        await self._request("PUT", f"/customer/eid:{quote(external_id, safe=':')}", record)
-        self._written_customers[external_id] = digest
+        lock = self._customer_locks.setdefault(external_id, asyncio.Lock())
+        async with lock:
+            if self._written_customers.get(external_id) == digest:
+                return
+            await self._request("PUT", f"/customer/eid:{quote(external_id, safe=':')}", record)
+            self._written_customers[external_id] = digest
 
     async def _read(self, path: str) -> dict[str, Any] | None:
         response = await self._request("GET", path, missing_ok=True)
