@@ -23,8 +23,7 @@ def insert_if_absent(
     partial unique index. The database decides, so two sessions racing to insert the
     same key insert it once.
     """
-    dialect = session.get_bind().dialect.name
-    module: Any = postgresql if dialect == "postgresql" else sqlite
+    module = _dialect_module(session)
     statement = (
         module.insert(table)
         .values(**values)
@@ -32,3 +31,22 @@ def insert_if_absent(
     )
     result = session.execute(statement)
     return bool(getattr(result, "rowcount", 0))
+
+
+def insert_returning_id(session: Session, table: Table, values: dict[str, Any]) -> int | None:
+    """Insert a row unless it would break any unique key; return its id, or None.
+
+    Without a conflict target, ON CONFLICT DO NOTHING covers every unique key of the
+    table, in SQLite and PostgreSQL alike.
+    """
+    module = _dialect_module(session)
+    statement = (
+        module.insert(table).values(**values).on_conflict_do_nothing().returning(table.c.id)
+    )
+    inserted = session.execute(statement).scalar()
+    return None if inserted is None else int(inserted)
+
+
+def _dialect_module(session: Session) -> Any:
+    dialect = session.get_bind().dialect.name
+    return postgresql if dialect == "postgresql" else sqlite

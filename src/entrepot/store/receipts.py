@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import and_, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from entrepot.spokes.protocols import WebhookEnvelope
 from entrepot.store.database import Database
+from entrepot.store.inserts import insert_returning_id
 from entrepot.store.tables import Receipt
 from entrepot.store.types import utc_now
 
@@ -29,28 +29,31 @@ def store_receipt(database: Database, envelope: WebhookEnvelope, body: bytes) ->
     """Store the raw body and headers in one committed transaction.
 
     A repeated delivery (same webhook id) or a repeated event (same event id for the
-    same topic) violates a unique key. It is then counted on the receipt it repeats,
-    and nothing else is stored.
+    same topic) violates a unique key, so the insert does nothing. The repeat is then
+    counted on the receipt it repeats, and nothing else is stored.
     """
     correlation_id = str(uuid.uuid4())
+    values = {
+        "correlation_id": correlation_id,
+        "channel": envelope.channel,
+        "account": envelope.account,
+        "topic": envelope.topic,
+        "webhook_id": envelope.webhook_id,
+        "event_id": envelope.event_id,
+        "headers": dict(envelope.headers),
+        "body": body,
+        "received_at": utc_now(),
+        "duplicate_count": 0,
+        "status": "received",
+        "attempts": 0,
+        "replay": False,
+    }
 
     def work(session: Session) -> StoredReceipt:
-        receipt = Receipt(
-            correlation_id=correlation_id,
-            channel=envelope.channel,
-            account=envelope.account,
-            topic=envelope.topic,
-            webhook_id=envelope.webhook_id,
-            event_id=envelope.event_id,
-            headers=dict(envelope.headers),
-            body=body,
-        )
-        try:
-            with session.begin_nested():
-                session.add(receipt)
-        except IntegrityError:
+        inserted = insert_returning_id(session, Receipt.__table__, values)  # type: ignore[arg-type]
+        if inserted is None:
             return _count_duplicate(session, envelope)
-        return StoredReceipt(receipt.id, correlation_id, duplicate=False)
+        return StoredReceipt(inserted, correlation_id, duplicate=False)
 
     return database.write(work)
 
