@@ -148,15 +148,23 @@ class Hub:
 
 
 @asynccontextmanager
-async def running_hub(settings: Settings, *, workers: bool = True) -> AsyncIterator[Hub]:
-    """Run a hub's workers in this event loop, with its API over an in-memory transport."""
+async def running_hub(
+    settings: Settings, *, workers: bool = True, raise_app_exceptions: bool = True
+) -> AsyncIterator[Hub]:
+    """Run a hub's workers in this event loop, with its API over an in-memory transport.
+
+    With ``raise_app_exceptions`` false, an error in a handler becomes a 500 response,
+    as a real server sends, instead of an exception in the test.
+    """
     runtime = Runtime(settings)
     stopping = asyncio.Event()
     task = None
     if workers:
         runtime.build_workers()
         task = asyncio.create_task(runtime.run_workers(stopping))
-    transport = httpx.ASGITransport(app=create_app(runtime))
+    transport = httpx.ASGITransport(
+        app=create_app(runtime), raise_app_exceptions=raise_app_exceptions
+    )
     async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
         try:
             yield Hub(runtime, client)

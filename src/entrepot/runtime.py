@@ -21,6 +21,7 @@ from entrepot.hub.intake_worker import IntakeWorker
 from entrepot.spokes.protocols import ChannelSpoke, ErpSpoke, load_channel_spokes, load_erp_spoke
 from entrepot.store.database import Database
 from entrepot.store.migrate import upgrade_to_head
+from entrepot.store.receipt_writer import ReceiptWriter
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class Runtime:
         self.database = Database(settings.store.database_url())
         if migrate:
             upgrade_to_head(self.database)
+        self.receipts = ReceiptWriter(self.database)
         self.channels: dict[str, ChannelSpoke] = load_channel_spokes(settings)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._erp_spokes: dict[str, ErpSpoke] = {}
@@ -89,6 +91,7 @@ class Runtime:
                 await spoke.aclose()
 
     def close(self) -> None:
+        self.receipts.close()
         self.database.dispose()
 
 

@@ -11,11 +11,9 @@ import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from starlette.concurrency import run_in_threadpool
 
 from entrepot.runtime import Runtime
 from entrepot.spokes.protocols import WebhookRejected
-from entrepot.store.receipts import store_receipt
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +35,7 @@ async def receive_webhook(channel: str, request: Request) -> JSONResponse:
         log.warning("Webhook to /webhooks/%s rejected: %s", channel, exc.reason)
         return JSONResponse({"error": exc.reason}, status_code=exc.status_code)
 
-    stored = await run_in_threadpool(store_receipt, runtime.database, envelope, body)
+    stored = await runtime.receipts.store(envelope, body)
     runtime.notify_receipt()
     if stored.duplicate:
         log.info(

@@ -26,7 +26,12 @@ class StoredReceipt:
 
 
 def store_receipt(database: Database, envelope: WebhookEnvelope, body: bytes) -> StoredReceipt:
-    """Store the raw body and headers in one committed transaction.
+    """Store the raw body and headers in one committed transaction."""
+    return database.write(lambda session: add_receipt(session, envelope, body))
+
+
+def add_receipt(session: Session, envelope: WebhookEnvelope, body: bytes) -> StoredReceipt:
+    """Insert a receipt in the session's transaction.
 
     A repeated delivery (same webhook id) or a repeated event (same event id for the
     same topic) violates a unique key, so the insert does nothing. The repeat is then
@@ -48,14 +53,10 @@ def store_receipt(database: Database, envelope: WebhookEnvelope, body: bytes) ->
         "attempts": 0,
         "replay": False,
     }
-
-    def work(session: Session) -> StoredReceipt:
-        inserted = insert_returning_id(session, Receipt.__table__, values)  # type: ignore[arg-type]
-        if inserted is None:
-            return _count_duplicate(session, envelope)
-        return StoredReceipt(inserted, correlation_id, duplicate=False)
-
-    return database.write(work)
+    inserted = insert_returning_id(session, Receipt.__table__, values)  # type: ignore[arg-type]
+    if inserted is None:
+        return _count_duplicate(session, envelope)
+    return StoredReceipt(inserted, correlation_id, duplicate=False)
 
 
 def _count_duplicate(session: Session, envelope: WebhookEnvelope) -> StoredReceipt:
