@@ -125,12 +125,13 @@ class TargetBudget:
 
 
 def _pacing_limiter(requests_per_second: float) -> AsyncLimiter:
-    """Return a leaky bucket that holds 50 ms worth of requests, one at least.
+    """Return a leaky bucket that holds 50 ms worth of requests, at least two, but
+    never more than one second's worth.
 
     A bucket of one makes every request wait for the one before it, and each
-    wait overshoots a little, which costs several percent at 100 requests per
-    second. A small burst absorbs that, yet stays far below a target whose own
-    bucket holds a second's worth, so no request is throttled for it.
+    wait overshoots a little, which costs a few percent of the rate. A small burst
+    absorbs that, yet stays below a target whose own bucket holds a second's
+    worth, so no request is throttled for it.
     """
-    burst = max(1, int(requests_per_second / 20))
+    burst = max(1, min(int(requests_per_second), max(2, int(requests_per_second / 20))))
     return AsyncLimiter(burst, burst / requests_per_second)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from entrepot.hub.intake import IntakeProcessor
 from entrepot.store.database import Database
-from entrepot.store.receipts import claim_receipts
+from entrepot.store.receipts import claim_receipts, renew_receipt_leases
 from entrepot.store.tables import Receipt
 
 log = logging.getLogger(__name__)
@@ -53,11 +53,34 @@ class IntakeWorker:
 
     async def _process_batch(self) -> bool:
         receipts = await asyncio.to_thread(self._claim)
-        for receipt in receipts:
-            result = await asyncio.to_thread(self._processor.process, receipt)
-            if result.queued_target is not None:
-                self._on_queued(result.queued_target)
+        unfinished = [receipt.id for receipt in receipts]
+        heartbeat = asyncio.create_task(self._renew_leases(unfinished))
+        try:
+            for receipt in receipts:
+                result = await asyncio.to_thread(self._processor.process, receipt)
+                unfinished.remove(receipt.id)
+                if result.queued_target is not None:
+                    self._on_queued(result.queued_target)
+        finally:
+            heartbeat.cancel()
         return bool(receipts)
+
+    async def _renew_leases(self, receipt_ids: list[int]) -> None:
+        """Keep the claimed receipts' leases alive while the batch is processed, so a
+        slow receipt is not taken over by another worker meanwhile."""
+        while True:
+            await asyncio.sleep(self._lease_seconds / 3)
+            if not receipt_ids:
+                return
+            try:
+                await asyncio.to_thread(
+                    self._database.write,
+                    lambda session: renew_receipt_leases(
+                        session, list(receipt_ids), self._owner, self._lease_seconds
+                    ),
+                )
+            except Exception:
+                log.exception("Renewing the leases of %d receipts failed.", len(receipt_ids))
 
     def _claim(self) -> list[Receipt]:
         return self._database.write(

@@ -79,10 +79,15 @@ class WebhookRejected(Exception):
 
 @dataclass(frozen=True)
 class OrderReference:
-    """The channel's key of an order and the number shown to people ("#1001")."""
+    """The channel's key of an order and the number shown to people ("#1001").
+
+    ``carries_order`` is false for a message about an order that is not the order
+    itself, such as a refund.
+    """
 
     order_id: str
     order_number: str | None = None
+    carries_order: bool = True
 
 
 @dataclass(frozen=True)
@@ -111,7 +116,7 @@ class ChannelSpoke(Protocol):
         """Map a stored body; raise `InvalidInputError` naming each bad field."""
         ...
 
-    def order_reference(self, body: bytes) -> OrderReference | None:
+    def order_reference(self, topic: str, body: bytes) -> OrderReference | None:
         """Return the order's id and number if the body has readable ones, even when
         the body is otherwise invalid."""
         ...

@@ -144,3 +144,17 @@ def request_replay(session: Session, receipt_id: int) -> None:
         .where(Receipt.id == receipt_id)
         .values(status="received", replay=True, lease_owner=None, lease_expires_at=None)
     )
+
+
+def renew_receipt_leases(
+    session: Session, receipt_ids: list[int], owner: str, lease_seconds: float
+) -> int:
+    """Extend the leases of receipts that ``owner`` still processes; returns how many."""
+    result = session.execute(
+        update(Receipt)
+        .where(Receipt.id.in_(receipt_ids), Receipt.lease_owner == owner)
+        .where(Receipt.status == "processing")
+        .values(lease_expires_at=utc_now() + timedelta(seconds=lease_seconds))
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0))

@@ -32,11 +32,11 @@ class ShopifyChannel:
             return ChannelMessage("order", order.channel_order_id, order=order)
         if topic == REFUND_TOPIC:
             return _interpret_refund(parse_order_body(body))
-        reference = self.order_reference(body)
+        reference = self.order_reference(topic, body)
         order_id = reference.order_id if reference else None
         return ChannelMessage("ignored", order_id, note=f"topic {topic} not handled")
 
-    def order_reference(self, body: bytes) -> OrderReference | None:
+    def order_reference(self, topic: str, body: bytes) -> OrderReference | None:
         try:
             payload = json.loads(body)
         except (ValueError, UnicodeDecodeError):
@@ -45,12 +45,18 @@ class ShopifyChannel:
             payload = payload["order"]
         if not isinstance(payload, dict):
             return None
-        # A refund names its order in order_id; an order is its own id.
-        order_id = payload.get("order_id", payload.get("id"))
-        if not isinstance(order_id, int | str) or order_id == "":
-            return None
-        name = payload.get("name") if "order_id" not in payload else None
-        return OrderReference(str(order_id), name if isinstance(name, str) else None)
+        if topic == REFUND_TOPIC:
+            return _reference(payload.get("order_id"), None, carries_order=False)
+        name = payload.get("name")
+        return _reference(payload.get("id"), name if isinstance(name, str) else None)
+
+
+def _reference(
+    order_id: object, order_number: str | None, *, carries_order: bool = True
+) -> OrderReference | None:
+    if isinstance(order_id, bool) or not isinstance(order_id, int | str) or order_id == "":
+        return None
+    return OrderReference(str(order_id), order_number, carries_order=carries_order)
 
 
 def _interpret_refund(payload: Mapping[str, Any]) -> ChannelMessage:

@@ -52,8 +52,8 @@ def verify_webhook(
     """Check the signature of a webhook request and return its envelope.
 
     ``headers`` must have lower-case names. Raises `WebhookRejected` when the shop
-    header or the signature is missing, no secret is configured for the shop, or
-    no configured secret produces the signature.
+    header or the signature is missing, no secret is configured for the shop, no
+    configured secret produces the signature, or the topic header is missing.
     """
     shop = headers.get(SHOP_HEADER, "").strip().lower()
     if not shop:
@@ -67,11 +67,15 @@ def verify_webhook(
         raise WebhookRejected(f"no webhook secret is configured for shop {shop!r}")
     if not any(_signature_matches(body, secret, signature) for secret in secrets):
         raise WebhookRejected("invalid X-Shopify-Hmac-Sha256 signature")
+    topic = headers.get(TOPIC_HEADER, "").strip().lower()
+    if not topic:
+        # Without its topic a body cannot be read, and the 400 makes Shopify retry.
+        raise WebhookRejected("missing X-Shopify-Topic header", status_code=400)
 
     return WebhookEnvelope(
         channel=CHANNEL,
         account=shop,
-        topic=headers.get(TOPIC_HEADER, "").strip().lower() or "unknown",
+        topic=topic,
         webhook_id=headers.get(WEBHOOK_ID_HEADER) or None,
         event_id=headers.get(EVENT_ID_HEADER) or None,
         triggered_at=_parse_time(headers.get(TRIGGERED_AT_HEADER)),
