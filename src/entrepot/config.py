@@ -98,6 +98,8 @@ class TargetSettings(Section):
 
     ``maintenance_windows`` are times when nothing is sent, such as
     ``"daily 23:30-00:15"`` or ``"Sun 02:00-04:00"``, read in ``timezone``.
+    ``guest_customer`` is the ERP's external id of a customer that takes the orders
+    that come without one; without it such orders are refused.
     """
 
     kind: str = "netsuite"
@@ -113,6 +115,7 @@ class TargetSettings(Section):
     timezone: str = "UTC"
     circuit_failure_threshold: int = Field(default=5, ge=1)
     circuit_reset_seconds: float = Field(default=30.0, gt=0)
+    guest_customer: str | None = None
 
 
 class RoutingRule(Section):

@@ -118,3 +118,33 @@ async def test_discard_keeps_state_and_records_who(tmp_path: Path, erp: ErpSim) 
 async def _state_is(hub: object, key: str, state: str) -> bool:
     view = await hub.order(key)  # type: ignore[attr-defined]
     return bool(view.get("state") == state)
+
+
+async def test_order_without_customer_needs_guest(tmp_path: Path, erp: ErpSim) -> None:
+    body = order_body(9205)
+    del body["customer"]
+    async with running_hub(hub_settings(tmp_path, erp.url)) as hub:
+        await hub.post_webhook(body, webhook_id="w-9205")
+        await hub.wait_drained()
+        refused = await hub.order("9205")
+
+    assert refused["state"] == "rejected"
+    assert refused["dead_letters"][0]["error_code"] == "MISSING_CUSTOMER"
+    assert "guest_customer" in refused["dead_letters"][0]["remedy"]
+    assert erp.requests() == []
+
+
+async def test_order_without_customer_posts_to_guest(tmp_path: Path, erp: ErpSim) -> None:
+    erp.admin.put(
+        "/services/rest/record/v1/customer/eid:guest", json={"companyName": "Web guests"}
+    ).raise_for_status()
+    body = order_body(9206)
+    del body["customer"]
+    settings = hub_settings(tmp_path, erp.url, guest_customer="guest")
+    async with running_hub(settings) as hub:
+        await hub.post_webhook(body, webhook_id="w-9206")
+        await hub.wait_drained()
+        view = await hub.order("9206")
+
+    assert view["state"] == "accepted"
+    assert erp.orders()[0]["entity"]["externalId"] == "guest"

@@ -19,7 +19,7 @@ import simplejson
 
 from entrepot.canonical import SalesOrder
 from entrepot.config import TargetSettings
-from entrepot.spokes.failures import NothingToDo, RetryLater
+from entrepot.spokes.failures import NothingToDo, PermanentFailure, RetryLater
 from entrepot.spokes.netsuite.errors import raise_for_failure
 from entrepot.spokes.netsuite.records import (
     VERSION_FIELD,
@@ -45,6 +45,7 @@ class NetSuiteSpoke:
         if settings.token is not None:
             headers["Authorization"] = f"Bearer {settings.token.get_secret_value()}"
         self._timeout = settings.timeout_seconds
+        self._guest_customer = settings.guest_customer
         self._client = httpx.AsyncClient(
             base_url=settings.base_url.rstrip("/") + RECORD_PATH,
             headers=headers,
@@ -58,8 +59,16 @@ class NetSuiteSpoke:
         self._customer_locks: dict[str, asyncio.Lock] = {}
 
     async def submit_order(self, order: SalesOrder, *, look_up_first: bool) -> SubmitResult:
+        if order.customer is None and self._guest_customer is None:
+            raise PermanentFailure(
+                "the order has no customer, and a NetSuite sales order needs one (entity)",
+                remedy=f"Set guest_customer for target {self.name!r} to the external id "
+                "of the ERP customer that takes such orders, then retry this dead letter.",
+                error_code="MISSING_CUSTOMER",
+                field_path="customer",
+            )
         await self._write_customer(order)
-        record = sales_order_record(order)
+        record = sales_order_record(order, self._guest_customer)
         path = f"/salesOrder/eid:{quote(order.external_id, safe=':')}"
         if look_up_first:
             existing = await self._read(path)

@@ -84,7 +84,9 @@ def _address_fields(address: Address) -> dict[str, Any]:
     }
 
 
-def sales_order_record(order: SalesOrder) -> dict[str, Any]:
+def sales_order_record(order: SalesOrder, guest_customer: str | None = None) -> dict[str, Any]:
+    """Build the salesOrder record; ``guest_customer`` is the entity of an order
+    without a customer."""
     record: dict[str, Any] = {
         "externalId": order.external_id,
         "otherRefNum": order.order_number,
@@ -104,6 +106,8 @@ def sales_order_record(order: SalesOrder) -> dict[str, Any]:
         record["entity"] = {"externalId": customer_id}
         if order.shipping_address is not None:
             record["shipAddressList"] = {"refName": address_label(order.shipping_address)}
+    elif guest_customer is not None:
+        record["entity"] = {"externalId": guest_customer}
     return record
 
 

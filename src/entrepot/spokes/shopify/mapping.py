@@ -56,11 +56,12 @@ _PERSONAL_FIELDS = frozenset({"customer", "billing_address", "shipping_address",
 def parse_order_body(body: bytes) -> dict[str, Any]:
     """Parse a webhook or REST response body into the order object.
 
-    A body of the form ``{"order": {...}}`` is unwrapped. Raises `InvalidInputError`
+    A body of the form ``{"order": {...}}`` is unwrapped, whatever else sits beside
+    ``order``. Raises `InvalidInputError`
     with path ``body`` when the body is not valid JSON or not a JSON object.
     """
     try:
-        data = json.loads(body, parse_constant=_reject_constant)
+        data = json.loads(body, parse_constant=_reject_constant, parse_float=Decimal)
     except UnicodeDecodeError as exc:
         raise InvalidInputError.single(
             "body", f"invalid UTF-8 at byte {exc.start}: {exc.reason}"
@@ -74,7 +75,7 @@ def parse_order_body(body: bytes) -> dict[str, Any]:
             "body", f"must be a JSON object (a Shopify order), got {_json_type(data)}"
         )
 
-    if set(data) == {"order"}:
+    if "order" in data and "line_items" not in data:
         data = data["order"]
         if not isinstance(data, dict):
             raise InvalidInputError.single(

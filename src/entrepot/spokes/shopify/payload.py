@@ -2,8 +2,9 @@
 
 Field names are Shopify's own, so a validation error's path (``line_items[1].sku``)
 points at the field in the webhook body. Fields not declared here are ignored.
-Every amount is parsed with ``Decimal(str(value))``, because Shopify sends most amounts
-as decimal strings but some as JSON numbers, so no float reaches the canonical model.
+Shopify sends most amounts as decimal strings but some as JSON numbers. The body is
+parsed with JSON numbers as Decimal, and every amount is read with
+``Decimal(str(value))``, so no float reaches the canonical model.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -28,6 +30,11 @@ from entrepot.canonical.errors import FieldError, format_path
 from entrepot.canonical.money import validate_currency_code
 
 _ALPHA_2 = re.compile(r"[A-Z]{2}")
+
+# Bounds far beyond any real order, so that a corrupted or hostile value is refused
+# instead of posted to an ERP.
+MAX_AMOUNT = Decimal(10) ** 15
+MAX_QUANTITY = 1_000_000_000
 
 
 def _parse_decimal(value: object) -> Decimal:
@@ -39,6 +46,8 @@ def _parse_decimal(value: object) -> Decimal:
         raise ValueError("must be a decimal number") from None
     if not amount.is_finite():
         raise ValueError("must be a finite decimal number")
+    if abs(amount) >= MAX_AMOUNT:
+        raise ValueError(f"must be below {MAX_AMOUNT:,} in size")
     return amount
 
 
@@ -54,7 +63,8 @@ def _parse_id(value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return str(value)
     if isinstance(value, str) and value.isascii() and value.isdigit() and int(value) > 0:
-        return value
+        # "0008020" and 8020 name the same order.
+        return str(int(value))
     raise ValueError("must be a positive integer id")
 
 
@@ -101,6 +111,8 @@ def _check_country_code(code: str | None) -> str | None:
 def _check_positive(quantity: int) -> int:
     if quantity <= 0:
         raise ValueError("must be greater than 0")
+    if quantity > MAX_QUANTITY:
+        raise ValueError(f"must be at most {MAX_QUANTITY:,}")
     return quantity
 
 
@@ -117,7 +129,8 @@ RequiredText = Annotated[str, BeforeValidator(_parse_required_text)]
 OptionalText = Annotated[str | None, BeforeValidator(_parse_optional_text)]
 Currency = Annotated[str, AfterValidator(_check_currency)]
 CountryCode = Annotated[OptionalText, AfterValidator(_check_country_code)]
-Quantity = Annotated[int, AfterValidator(_check_positive)]
+# Strict, so that true or 2.5 is refused instead of read as 1 or 2.
+Quantity = Annotated[int, Strict(), AfterValidator(_check_positive)]
 
 
 class _ShopifyModel(BaseModel):
