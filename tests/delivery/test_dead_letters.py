@@ -148,3 +148,30 @@ async def test_order_without_customer_posts_to_guest(tmp_path: Path, erp: ErpSim
 
     assert view["state"] == "accepted"
     assert erp.orders()[0]["entity"]["externalId"] == "guest"
+
+
+async def test_later_success_resolves_dead_letter(tmp_path: Path, erp: ErpSim) -> None:
+    async with running_hub(hub_settings(tmp_path, erp.url)) as hub:
+        await hub.post_webhook(unknown_sku_order(9207), webhook_id="w-1")
+        await hub.wait_drained()
+        fixed = order_body(9207, updated_at="2025-03-03T10:00:00-08:00")
+        await hub.post_webhook(fixed, topic="orders/updated", webhook_id="w-2")
+        await hub.wait_drained()
+        view = await hub.order("9207")
+        still_open = (await hub.client.get("/api/dead-letters")).json()
+
+    assert view["state"] == "accepted"
+    assert view["dead_letters"][0]["status"] == "resolved"
+    assert view["dead_letters"][0]["resolved_by"].startswith("entrepot: delivery 2")
+    assert still_open == []
+
+
+async def test_huge_retry_after_capped(tmp_path: Path, erp: ErpSim) -> None:
+    erp.fault(kind="throttle", count=1, retry_after=100000)
+    settings = hub_settings(tmp_path, erp.url, backoff_max_seconds=1)
+    async with running_hub(settings) as hub:
+        await hub.post_webhook(order_body(9208), webhook_id="w-1")
+        await hub.wait_drained(within=15)
+        view = await hub.order("9208")
+
+    assert view["state"] == "accepted"

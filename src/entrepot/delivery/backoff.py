@@ -14,6 +14,7 @@ class Backoff:
     random jitter, never more than ``maximum`` seconds."""
 
     def __init__(self, initial: float, maximum: float) -> None:
+        self.maximum = maximum
         self._wait = tenacity.wait_exponential_jitter(
             multiplier=initial, max=maximum, exp_base=2, jitter=initial
         )

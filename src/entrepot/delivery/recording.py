@@ -12,7 +12,7 @@ from entrepot.delivery.outcomes import Outcome, Sent, Waiting
 from entrepot.hub.lifecycle import OrderState, record, transition
 from entrepot.spokes.failures import NothingToDo, PermanentFailure, RetryLater
 from entrepot.store import deliveries
-from entrepot.store.dead_letters import add_dead_letter
+from entrepot.store.dead_letters import add_dead_letter, resolve_for_order
 from entrepot.store.deliveries import ClaimedDelivery
 from entrepot.store.tables import Delivery, Order
 from entrepot.store.types import utc_now
@@ -81,11 +81,12 @@ class OutcomeRecorder:
                 detail=result.erp_id,
                 correlation_id=delivery.correlation_id,
             )
-            log.info("Order %r cancelled in %s.", order.correlation_id, self.target)
+            log.info("Order %s cancelled in %s.", _name(order), self.target)
             return
 
         how = "created" if result.created else "found already there"
         deliveries.finish(delivery, deliveries.DONE, f"accepted as {result.erp_id} ({how})")
+        self._resolve_superseded(session, order, delivery)
         event = f"accepted by {self.target}"
         detail = f"ERP id {result.erp_id}, {how}, attempt {delivery.attempts}"
         if order.state == OrderState.CANCELLED:
@@ -100,8 +101,8 @@ class OutcomeRecorder:
                 correlation_id=delivery.correlation_id,
             )
         log.info(
-            "Order %r posted to %s as %s (%s).",
-            order.correlation_id,
+            "Order %s posted to %s as %s (%s).",
+            _name(order),
             self.target,
             result.erp_id,
             how,
@@ -111,7 +112,7 @@ class OutcomeRecorder:
         self, session: Session, delivery: Delivery, order: Order, failure: RetryLater
     ) -> float | None:
         if failure.throttled:
-            pause = failure.retry_after or self.backoff.delay(1)
+            pause = self._throttle_pause(failure)
             deliveries.reschedule(
                 session,
                 delivery,
@@ -135,9 +136,9 @@ class OutcomeRecorder:
             count_attempt=True,
         )
         log.info(
-            "Retrying delivery %d of order %r to %s in %.1f s (attempt %d of %d failed: %s).",
+            "Retrying delivery %d of order %s to %s in %.1f s (attempt %d of %d failed: %s).",
             delivery.id,
-            order.correlation_id,
+            _name(order),
             self.target,
             delay,
             delivery.attempts,
@@ -145,6 +146,35 @@ class OutcomeRecorder:
             failure.reason,
         )
         return None
+
+    def _resolve_superseded(self, session: Session, order: Order, delivery: Delivery) -> None:
+        """Close the order's open dead letters for this target: the ERP now has a
+        version at least as new as the one each of them holds."""
+        closed = resolve_for_order(
+            session, order.id, self.target, by=f"entrepot: delivery {delivery.id} succeeded"
+        )
+        if closed:
+            record(
+                session,
+                order,
+                "dead letters resolved",
+                detail=f"{closed} closed",
+                correlation_id=delivery.correlation_id,
+            )
+
+    def _throttle_pause(self, failure: RetryLater) -> float:
+        asked = failure.retry_after or self.backoff.delay(1)
+        if asked > self.backoff.maximum:
+            # A target that asks for a day's pause would stop every order for a day;
+            # waiting no longer than the longest backoff keeps the queue moving.
+            log.warning(
+                "Target %s asked to wait %.0f s; waiting %.0f s, the longest backoff.",
+                self.target,
+                asked,
+                self.backoff.maximum,
+            )
+            return self.backoff.maximum
+        return asked
 
     def _give_up(
         self, session: Session, delivery: Delivery, order: Order, failure: RetryLater
@@ -170,11 +200,12 @@ class OutcomeRecorder:
                 detail=reason,
                 correlation_id=delivery.correlation_id,
             )
-        log.error("Order %r dead-lettered for %s: %s", order.correlation_id, self.target, reason)
+        log.error("Order %s dead-lettered for %s: %s", _name(order), self.target, reason)
 
     def _reject(
         self, session: Session, delivery: Delivery, order: Order, failure: PermanentFailure
     ) -> None:
+        delivery.last_error = failure.reason
         deliveries.finish(delivery, deliveries.DEAD, failure.reason)
         self._dead_letter(
             session,
@@ -195,9 +226,7 @@ class OutcomeRecorder:
                 detail=failure.reason,
                 correlation_id=delivery.correlation_id,
             )
-        log.warning(
-            "Order %r rejected by %s: %s", order.correlation_id, self.target, failure.reason
-        )
+        log.warning("Order %s rejected by %s: %s", _name(order), self.target, failure.reason)
 
     def _dead_letter(
         self,
@@ -230,3 +259,8 @@ def _applied_receipt(order: Order) -> int:
     # Every order that has a delivery was stored from a receipt.
     assert order.receipt_id is not None, f"order {order.id} has a delivery but no receipt"
     return order.receipt_id
+
+
+def _name(order: Order) -> str:
+    """Name an order in a log line by its number and its correlation id."""
+    return f"{order.order_number or order.channel_order_id} ({order.correlation_id})"

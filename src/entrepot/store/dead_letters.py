@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from entrepot.store.tables import DeadLetter
@@ -11,6 +11,8 @@ from entrepot.store.types import utc_now
 OPEN = "open"
 RETRIED = "retried"
 DISCARDED = "discarded"
+RESOLVED = "resolved"  # closed by entrepot once a later delivery succeeded
+STATUSES = (OPEN, RETRIED, DISCARDED, RESOLVED)
 
 
 class DeadLetterNotFoundError(LookupError):
@@ -80,3 +82,17 @@ def list_dead_letters(
     if status is not None:
         query = query.where(DeadLetter.status == status)
     return list(session.scalars(query))
+
+
+def resolve_for_order(session: Session, order_id: int, target: str, *, by: str) -> int:
+    """Close the open delivery dead letters of an order for ``target``; returns how
+    many. Dead letters of intake stay open: a rejected version may be newer than the
+    one that reached the ERP."""
+    result = session.execute(
+        update(DeadLetter)
+        .where(DeadLetter.order_id == order_id, DeadLetter.status == OPEN)
+        .where(DeadLetter.target == target, DeadLetter.stage == "delivery")
+        .values(status=RESOLVED, resolved_by=by, resolved_at=utc_now())
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0))
