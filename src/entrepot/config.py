@@ -37,6 +37,14 @@ class ServerSettings(Section):
     port: int = Field(default=8080, ge=0, le=65535)
 
 
+class ApiSettings(Section):
+    """Access to the operations API (``/api/...``). With ``token`` set, requests must
+    carry ``Authorization: Bearer <token>``; without it the API is open to anyone
+    who reaches the port, which is safe only on a loopback address."""
+
+    token: SecretStr | None = None
+
+
 class StoreSettings(Section):
     """The location of entrepot's state. An empty ``url`` means SQLite in ``data_dir``."""
 
@@ -153,6 +161,7 @@ class Settings(BaseSettings):
     )
 
     server: ServerSettings = Field(default_factory=ServerSettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     shopify: ShopifySettings = Field(default_factory=ShopifySettings)

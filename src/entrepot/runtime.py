@@ -91,6 +91,7 @@ class Runtime:
                 await spoke.aclose()
 
     def close(self) -> None:
+        """Commit the waiting receipts and release the store; safe to call twice."""
         self.receipts.close()
         self.database.dispose()
 

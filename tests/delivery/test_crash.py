@@ -80,3 +80,25 @@ def _drained(database: Database) -> bool:
             select(func.count()).where(Delivery.status.in_(("pending", "in_flight")))
         )
     return waiting_receipts == 0 and open_deliveries == 0
+
+
+def test_sigterm_finishes_in_flight_delivery(tmp_path: Path, erp: ErpSim) -> None:
+    erp.add_items("ACME-BOLT-M8")
+    erp.admin.post("/_sim/faults", json={"kind": "slow", "count": 1, "seconds": 2})
+    config = write_config(tmp_path / "hub.toml", erp.url)
+    data_dir = tmp_path / "hub"
+    hub = HubProcess(data_dir, config)
+    hub.post_webhook(order_body(9151), webhook_id="w-9151")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and erp.stats()["in_flight"] == 0:
+        time.sleep(0.02)
+    hub.stop()
+
+    database = Database(f"sqlite:///{data_dir / 'entrepot.db'}")
+    with database.read() as session:
+        statuses = list(session.scalars(select(Delivery.status)))
+    database.dispose()
+    log = (data_dir / "hub.log").read_text()
+    assert statuses == ["done"]
+    assert "Delivery worker for erp stopped." in log
+    assert "Application shutdown complete." in log

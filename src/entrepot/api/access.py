@@ -1,0 +1,29 @@
+"""Access to the operations API: a bearer token when one is configured.
+
+Webhooks are not covered: their HMAC signature proves who sent them.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from fastapi import HTTPException, Request
+
+log = logging.getLogger(__name__)
+
+
+def require_operator(request: Request) -> None:
+    """Reject a request without the configured ``[api] token`` with 401."""
+    token = request.app.state.runtime.settings.api.token
+    if token is None:
+        return
+    expected = f"Bearer {token.get_secret_value()}".encode()
+    given = request.headers.get("authorization", "").encode()
+    if not hmac.compare_digest(given, expected):
+        log.warning("Operations request to %s rejected: missing or wrong token.", request.url.path)
+        raise HTTPException(
+            status_code=401,
+            detail="missing or invalid bearer token",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
