@@ -68,3 +68,19 @@ def test_routing_to_unknown_target_rejected(tmp_path: Path) -> None:
 def test_default_store_is_sqlite_in_data_dir(tmp_path: Path) -> None:
     settings = load_settings(store={"data_dir": tmp_path})
     assert settings.store.database_url() == f"sqlite:///{tmp_path.resolve()}/entrepot.db"
+
+
+def test_invalid_window_rejected_at_load() -> None:
+    with pytest.raises(ValidationError, match="invalid maintenance window 'nightly 1-2'"):
+        load_settings(targets={"erp": {"maintenance_windows": ["nightly 1-2"]}})
+
+
+def test_unknown_timezone_rejected_at_load() -> None:
+    with pytest.raises(ValidationError, match="unknown timezone 'Mars/Base'"):
+        load_settings(targets={"erp": {"timezone": "Mars/Base"}})
+
+
+def test_unknown_environment_section_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENTREPOT_SHOPFY__WEBHOOK_SECRET", "x")
+    with pytest.raises(ValueError, match="ENTREPOT_SHOPFY__WEBHOOK_SECRET names no section"):
+        load_settings()

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from entrepot.config import Settings, load_settings
+from entrepot.hub.lifecycle import OrderState
 from entrepot.observability.logging import configure_logging
 
 app = typer.Typer(help="entrepot: orders from sales channels into ERPs.", no_args_is_help=True)
@@ -24,6 +27,17 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(db_app, name="db")
 
 console = Console()
+
+
+class DeadLetterFilter(StrEnum):
+    """Statuses to list dead letters by; ``all`` lists every one."""
+
+    OPEN = "open"
+    RETRIED = "retried"
+    DISCARDED = "discarded"
+    RESOLVED = "resolved"
+    ALL = "all"
+
 
 ConfigOption = Annotated[
     Path | None,
@@ -49,9 +63,27 @@ def _settings(config: Path | None, data_dir: Path | None = None, **server: Any) 
     given = {key: value for key, value in server.items() if value is not None}
     if given:
         overrides["server"] = given
-    settings = load_settings(config, **overrides)
+    try:
+        settings = load_settings(config, **overrides)
+    except ValidationError as exc:
+        _fail("Invalid configuration:\n" + _settings_errors(exc), code=2)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(f"Invalid configuration: {exc}", code=2)
     configure_logging(settings.logging.level, settings.logging.format)
     return settings
+
+
+def _settings_errors(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors(include_url=False):
+        path = ".".join(str(part) for part in error["loc"])
+        lines.append(f"  {path}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def _fail(message: str, *, code: int = 1) -> NoReturn:
+    console.print(f"[red]{message}[/red]", soft_wrap=True, highlight=False)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -137,7 +169,10 @@ def demo(
     from entrepot.demo.runner import run_demo
 
     configure_logging("WARNING")
-    passed = run_demo(orders_dir=orders, as_json=as_json, data_dir=data_dir, console=console)
+    try:
+        passed = run_demo(orders_dir=orders, as_json=as_json, data_dir=data_dir, console=console)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(f"Demo not started: {exc}", code=2)
     raise typer.Exit(0 if passed else 1)
 
 
@@ -153,11 +188,16 @@ def db_upgrade(config: ConfigOption = None, data_dir: DataDirOption = None) -> N
 
 
 def _runtime_database(config: Path | None, data_dir: Path | None) -> Any:
-    from entrepot.store.database import Database
+    """Open an existing store; a store that is not there is an error, not a new one."""
+    from entrepot.store.database import Database, sqlite_path
     from entrepot.store.migrate import upgrade_to_head
 
     settings = _settings(config, data_dir)
-    database = Database(settings.store.database_url())
+    url = settings.store.database_url()
+    path = sqlite_path(url)
+    if path is not None and not path.is_file():
+        _fail(f"No store at {path}; check --data-dir, or start `entrepot run` there first.")
+    database = Database(url)
     upgrade_to_head(database)
     return database
 
@@ -166,7 +206,7 @@ def _runtime_database(config: Path | None, data_dir: Path | None) -> Any:
 def orders_list(
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
-    state: Annotated[str | None, typer.Option(help="Only orders in this state.")] = None,
+    state: Annotated[OrderState | None, typer.Option(help="Only orders in this state.")] = None,
     limit: Annotated[int, typer.Option(help="Maximum number of orders.")] = 50,
     as_json: JsonOption = False,
 ) -> None:
@@ -197,7 +237,10 @@ def orders_list(
 
 @orders_app.command("show")
 def orders_show(
-    key: Annotated[str, typer.Argument(help="Correlation id or channel order id.")],
+    key: Annotated[
+        str,
+        typer.Argument(help="Correlation id, channel order id, or order number such as #1001."),
+    ],
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -221,7 +264,9 @@ def orders_show(
 def dlq_list(
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
-    status: Annotated[str, typer.Option(help="open, retried, discarded or all.")] = "open",
+    status: Annotated[
+        DeadLetterFilter, typer.Option(help="Only dead letters with this status.")
+    ] = DeadLetterFilter.OPEN,
     as_json: JsonOption = False,
 ) -> None:
     """List dead letters."""
@@ -230,7 +275,8 @@ def dlq_list(
 
     database = _runtime_database(config, data_dir)
     with database.read() as session:
-        found = list_dead_letters(session, status=None if status == "all" else status)
+        wanted = None if status == DeadLetterFilter.ALL else status.value
+        found = list_dead_letters(session, status=wanted)
         views = [tracking.dead_letter_view(item) for item in found]
     if as_json:
         console.print_json(json.dumps(views))

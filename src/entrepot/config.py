@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
@@ -20,6 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+ENV_PREFIX = "ENTREPOT_"
 CONFIG_ENV_VAR = "ENTREPOT_CONFIG"
 DEFAULT_CONFIG_FILE = Path("entrepot.toml")
 
@@ -125,6 +127,17 @@ class TargetSettings(Section):
     circuit_reset_seconds: float = Field(default=30.0, gt=0)
     guest_customer: str | None = None
 
+    @model_validator(mode="after")
+    def _check_windows(self) -> TargetSettings:
+        # Imported here: the parser lives with the delivery code that uses it.
+        from entrepot.delivery.windows import MaintenanceSchedule
+
+        try:
+            MaintenanceSchedule.parse(self.maintenance_windows, self.timezone)
+        except ZoneInfoNotFoundError as exc:
+            raise ValueError(f"unknown timezone {self.timezone!r}") from exc
+        return self
+
 
 class RoutingRule(Section):
     """Send matching orders to ``target``; a field left out matches anything."""
@@ -214,6 +227,7 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 
     ``config_file`` takes the place of ``ENTREPOT_CONFIG`` for this call.
     """
+    _check_environment_sections()
     previous = os.environ.get(CONFIG_ENV_VAR)
     if config_file is not None:
         os.environ[CONFIG_ENV_VAR] = str(config_file)
@@ -222,6 +236,25 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     finally:
         if config_file is not None:
             _restore_env(CONFIG_ENV_VAR, previous)
+
+
+def _check_environment_sections() -> None:
+    """Raise ValueError for an ``ENTREPOT_`` variable that names no section.
+
+    pydantic-settings ignores such a variable, so a typo in a section's name would
+    leave the setting at its default without a word.
+    """
+    sections = set(Settings.model_fields)
+    for name in os.environ:
+        if not name.upper().startswith(ENV_PREFIX) or name.upper() == CONFIG_ENV_VAR:
+            continue
+        section = name[len(ENV_PREFIX) :].split("__", 1)[0].lower()
+        if section not in sections:
+            known = ", ".join(sorted(sections))
+            raise ValueError(
+                f"environment variable {name} names no section {section!r}; "
+                f"the sections are {known}"
+            )
 
 
 def _restore_env(name: str, value: str | None) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from pydantic import BaseModel, Field
@@ -30,8 +30,11 @@ class OperatorAction(BaseModel):
 @router.get("")
 def list_all(
     request: Request,
-    status: str | None = Query(default="open", description="open, retried, discarded or all"),
-    limit: int = Query(default=100, ge=1, le=1000),
+    status: Annotated[
+        Literal["open", "retried", "discarded", "resolved", "all"],
+        Query(description="Only dead letters with this status, or all"),
+    ] = "open",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict[str, Any]]:
     runtime: Runtime = request.app.state.runtime
     wanted = None if status == "all" else status

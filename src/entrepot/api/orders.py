@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 
 from entrepot.hub import tracking
+from entrepot.hub.lifecycle import OrderState
 from entrepot.runtime import Runtime
 
 router = APIRouter(prefix="/api", tags=["operations"])
@@ -15,8 +16,8 @@ router = APIRouter(prefix="/api", tags=["operations"])
 @router.get("/orders")
 def list_orders(
     request: Request,
-    state: str | None = Query(default=None, description="Only orders in this state"),
-    limit: int = Query(default=50, ge=1, le=1000),
+    state: Annotated[OrderState | None, Query(description="Only orders in this state")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> list[dict[str, Any]]:
     runtime: Runtime = request.app.state.runtime
     with runtime.database.read() as session:

@@ -47,9 +47,11 @@ def run_demo(
 ) -> bool:
     """Run the story and print what happened; returns whether it went as expected."""
     story = story_from_folder(orders_dir) if orders_dir else built_in_story()
+    if data_dir is not None and data_dir.exists() and any(data_dir.iterdir()):
+        raise ValueError(f"--data-dir {data_dir} is not empty; the demo needs a fresh folder")
     with ExitStack() as stack:
         folder = data_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        environment = _start(folder, stack, console, quiet=as_json)
+        environment = _start(folder, stack, console, quiet=as_json, kept=data_dir is not None)
         with httpx.Client(timeout=10.0) as client:
             _seed_items(client, environment, story)
             started = time.monotonic()
@@ -68,7 +70,9 @@ def run_demo(
     return passed
 
 
-def _start(folder: Path, stack: ExitStack, console: Console, *, quiet: bool) -> DemoEnvironment:
+def _start(
+    folder: Path, stack: ExitStack, console: Console, *, quiet: bool, kept: bool
+) -> DemoEnvironment:
     erp_port, hub_port = free_port(), free_port()
     environment = DemoEnvironment(
         hub_url=f"http://127.0.0.1:{hub_port}",
@@ -111,7 +115,7 @@ def _start(folder: Path, stack: ExitStack, console: Console, *, quiet: bool) -> 
     if not quiet:
         console.print(
             f"Hub at {environment.hub_url}, ERP simulator at {environment.erp_url}, "
-            f"data in {folder}"
+            f"data in {folder}" + ("" if kept else " (removed at exit; --data-dir keeps it)")
         )
     return environment
 

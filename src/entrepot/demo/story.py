@@ -184,7 +184,10 @@ def _load_example(name: str, folder: str = "orders") -> dict[str, Any]:
 
 
 def _read_order(path: Path) -> dict[str, Any]:
-    body = json.loads(path.read_text())
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"cannot read {path} as JSON: {exc}") from exc
     if isinstance(body, dict) and isinstance(body.get("order"), dict):
         body = body["order"]
     if not isinstance(body, dict):

@@ -116,9 +116,17 @@ def _create_engine(url: str, *, echo: bool) -> Engine:
 
 
 def _ensure_sqlite_folder(url: str) -> None:
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """Return the file of a SQLite URL, or None for another database or memory."""
+    if not url.startswith("sqlite"):
+        return None
     path = url.split("///", 1)[-1]
-    if path and path != ":memory:":
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return Path(path) if path and path != ":memory:" else None
 
 
 def _configure_sqlite_connection(dbapi_connection: Any, _record: Any) -> None:
