@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create .venv with Python 3.11+ and install entrepot with the extras named in $1
-# ("" for none, "test" for the test tools). Reinstalls only when pyproject.toml changed.
+# ("" for none, "test" for the test tools). Installs again only when pyproject.toml
+# changed; an install with the test tools also serves the plain one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,14 +16,17 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 
-stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)-${extras:-base}"
-if [ ! -f "$stamp" ]; then
-    .venv/bin/python -m pip install --quiet --upgrade pip
-    if [ -n "$extras" ]; then
-        .venv/bin/python -m pip install --quiet -e ".[$extras]"
-    else
-        .venv/bin/python -m pip install --quiet -e .
-    fi
-    rm -f .venv/.installed-*
-    touch "$stamp"
+hash="$(sha256sum pyproject.toml | cut -c1-16)"
+stamp=".venv/.installed-$hash-${extras:-base}"
+if [ -f "$stamp" ] || { [ -z "$extras" ] && [ -f ".venv/.installed-$hash-test" ]; }; then
+    exit 0
 fi
+
+.venv/bin/python -m pip install --quiet --upgrade pip
+if [ -n "$extras" ]; then
+    .venv/bin/python -m pip install --quiet -e ".[$extras]"
+else
+    .venv/bin/python -m pip install --quiet -e .
+fi
+find .venv -maxdepth 1 -name '.installed-*' ! -name ".installed-$hash-*" -delete
+touch "$stamp"
