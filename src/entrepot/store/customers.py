@@ -54,13 +54,17 @@ def _upsert_customer_row(
         "channel_customer_id": channel_customer_id,
     }
     now = utc_now()
-    insert_if_absent(
-        session,
-        Customer.__table__,  # type: ignore[arg-type]
-        {**key, "canonical": canonical, "created_at": now, "updated_at": now},
-        list(key),
-    )
-    row = session.scalars(select(Customer).filter_by(**key).with_for_update()).one()
+    existing = select(Customer).filter_by(**key).with_for_update()
+    row = session.scalars(existing).first()
+    if row is None:
+        # A racing insert of the same customer makes this one do nothing.
+        insert_if_absent(
+            session,
+            Customer.__table__,  # type: ignore[arg-type]
+            {**key, "canonical": canonical, "created_at": now, "updated_at": now},
+            list(key),
+        )
+        row = session.scalars(existing).one()
     if row.canonical != canonical:
         row.canonical = canonical
         row.updated_at = now
@@ -71,6 +75,10 @@ def _address_id(session: Session, customer_id: int, address: Address | None) -> 
     if address is None:
         return None
     key = address.match_key()
+    existing = select(CustomerAddress.id).filter_by(customer_id=customer_id, match_key=key)
+    address_id = session.scalars(existing).first()
+    if address_id is not None:
+        return address_id
     insert_if_absent(
         session,
         CustomerAddress.__table__,  # type: ignore[arg-type]
@@ -82,6 +90,4 @@ def _address_id(session: Session, customer_id: int, address: Address | None) -> 
         },
         ["customer_id", "match_key"],
     )
-    return session.scalars(
-        select(CustomerAddress.id).filter_by(customer_id=customer_id, match_key=key)
-    ).one()
+    return session.scalars(existing).one()
