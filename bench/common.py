@@ -116,7 +116,7 @@ def repository_root() -> Path:
 class BenchServer:
     """A Python module of this repository served in a child process, with its log in a file.
 
-    ``entrepot.demo.processes.ChildProcess`` runs only the ``entrepot`` command; this
+    ``entrepot.demo.processes.ChildProcess`` runs only the ``entrepot`` command, but this
     runs any module (``-m``) with the repository root on the import path.
     """
 
@@ -136,7 +136,7 @@ class BenchServer:
         )
 
     def wait_until_healthy(self, url: str, timeout: float = 30.0) -> None:
-        """Poll ``url`` until it returns 200; raise RuntimeError if the process exits."""
+        """Poll ``url`` until it returns 200, or raise RuntimeError if the process exits."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -149,7 +149,9 @@ class BenchServer:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not answer {url} within {timeout} s")
+        raise RuntimeError(
+            f"{self.name} did not respond 200 to {url} within {timeout} s; see {self.log_path}"
+        )
 
     def stop(self, timeout: float = 15.0) -> None:
         """Send SIGTERM, then SIGKILL if the process has not exited within ``timeout``."""
@@ -166,10 +168,42 @@ class BenchServer:
 def process_cpu_seconds(pid: int) -> float:
     """Return the user plus system CPU seconds used so far by process ``pid`` (Linux only)."""
     stat = Path(f"/proc/{pid}/stat").read_text()
-    # The command name in brackets may contain spaces; the numeric fields follow it.
+    # The command name in brackets may contain spaces, so split after its closing bracket.
     fields = stat.rsplit(")", 1)[1].split()
     user_ticks, system_ticks = int(fields[11]), int(fields[12])
     return (user_ticks + system_ticks) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class MachineCpu:
+    """Busy and stolen CPU seconds of the whole machine since boot, from /proc/stat."""
+
+    busy: float
+    steal: float
+
+    @classmethod
+    def read(cls) -> MachineCpu:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+        ticks = os.sysconf("SC_CLK_TCK")
+        return cls((user + nice + system + irq + softirq) / ticks, steal / ticks)
+
+    def others_since(self, start: MachineCpu, own_seconds: float, wall_seconds: float) -> Row:
+        """Return the cores used by processes other than the measured ones since ``start``.
+
+        ``own_seconds`` is the CPU time of the benchmark's own processes over the same
+        ``wall_seconds``. A high value means that another program shared the machine.
+        The row has no benchmark name; callers fill it in with ``dataclasses.replace``.
+        """
+        others = max(self.busy - start.busy - own_seconds, 0.0) / wall_seconds
+        steal = (self.steal - start.steal) / wall_seconds
+        return Row(
+            "",
+            "CPU of other processes",
+            others,
+            "cores",
+            note=f"of {os.cpu_count()}; hypervisor steal {steal:.2f} cores",
+        )
 
 
 def mean(values: Iterable[float]) -> float:

@@ -23,10 +23,12 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, closing
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 from tests.harness import SHOP, HubProcess, order_body, webhook_headers, write_config
@@ -35,11 +37,13 @@ from bench.common import (
     ALWAYS_CLOSED_WINDOW,
     LOOPBACK,
     BenchServer,
+    MachineCpu,
     Row,
     mean,
     percentile,
     process_cpu_seconds,
 )
+from bench.loadgen import Connection, HttpResponse, ProtocolError
 from entrepot.demo.processes import free_port
 from entrepot.spokes.protocols import WebhookEnvelope
 from entrepot.spokes.shopify.webhooks import KEPT_HEADERS
@@ -49,11 +53,14 @@ from entrepot.store.receipts import store_receipt
 from entrepot.store.types import utc_now
 
 BENCHMARK = "intake"
-# The example order with three lines: about 3.5 KB of compact JSON.
+# The example order with three lines: about 3.5 KB of JSON.
 BASE_ORDER = "order-1002"
 TOPIC = "orders/create"
 UNKNOWN_CHANNEL_PATH = "/webhooks/bench-unknown-channel"
 WEBHOOK_PATH = "/webhooks/shopify"
+REQUEST_TIMEOUT_SECONDS = 30.0
+# The load generators: asyncio streams (bench.loadgen) or httpx.
+CLIENTS = ("asyncio", "httpx")
 # Seconds to wait for the intake worker to map the warm-up webhooks.
 WARMUP_SETTLE_SECONDS = 60.0
 
@@ -66,6 +73,7 @@ class IntakeOptions:
     connections: int
     warmup: int
     baseline_commits: int
+    client: str = "asyncio"
 
     @property
     def floor_requests(self) -> int:
@@ -97,7 +105,7 @@ class Webhook:
 
 @dataclass
 class LoadResult:
-    """What one load generator run got back. Latencies are in seconds."""
+    """Statuses, errors, latencies and CPU times of one load generator run, in seconds."""
 
     seconds: float = 0.0
     latencies: dict[str, float] = field(default_factory=dict)
@@ -105,6 +113,7 @@ class LoadResult:
     errors: Counter[str] = field(default_factory=Counter)
     server_cpu_seconds: float = 0.0
     client_cpu_seconds: float = 0.0
+    other_cpu: Row | None = None
     connections: int = 0
 
     @property
@@ -138,7 +147,7 @@ def build_webhooks(prefix: str, count: int, first_order_id: int) -> list[Webhook
     return webhooks
 
 
-def receipt_row(webhook: Webhook) -> tuple[str, ...] | tuple[Any, ...]:
+def receipt_row(webhook: Webhook) -> tuple[Any, ...]:
     """Return the values that the hub stores for ``webhook`` in a new receipt row."""
     return (
         str(uuid.uuid4()),
@@ -160,7 +169,7 @@ def row_size(row: Sequence[Any]) -> int:
 
 
 def measure_commit_rate(path: Path, webhooks: Sequence[Webhook], count: int) -> float:
-    """Commit ``count`` receipt-sized rows, one transaction each; return commits/s."""
+    """Commit ``count`` receipt-sized rows, one transaction each, and return commits/s."""
     connection = sqlite3.connect(path, isolation_level=None)
     try:
         connection.execute("PRAGMA journal_mode=WAL")
@@ -187,7 +196,7 @@ def measure_commit_rate(path: Path, webhooks: Sequence[Webhook], count: int) -> 
 
 
 def measure_store_receipt_rate(path: Path, webhooks: Sequence[Webhook]) -> float:
-    """Call ``store_receipt`` for each webhook from one thread; return receipts/s."""
+    """Call ``store_receipt`` for each webhook from one thread, and return receipts/s."""
     database = Database(sqlite_url(path))
     try:
         upgrade_to_head(database)
@@ -213,37 +222,83 @@ def measure_store_receipt_rate(path: Path, webhooks: Sequence[Webhook]) -> float
 
 
 async def post_all(
-    client: httpx.AsyncClient, path: str, webhooks: Sequence[Webhook], connections: int
+    senders: Sequence[Sender], path: str, webhooks: Sequence[Webhook]
 ) -> LoadResult:
-    """POST every webhook to ``path`` over ``connections`` concurrent requests.
+    """POST every webhook to ``path``, one request in flight per sender.
 
-    A webhook counts as acknowledged when the answer is 200 and not a duplicate;
-    its latency runs from just before the request is sent to the parsed answer.
+    A webhook counts as acknowledged when the response is 200 and not a duplicate.
+    Its latency runs from just before the request is written to the whole response.
     """
-    result = LoadResult(connections=connections)
+    result = LoadResult(connections=len(senders))
     pending = iter(webhooks)
 
-    async def send_from_queue() -> None:
+    async def send_from_queue(sender: Sender) -> None:
         for webhook in pending:
             started = time.perf_counter()
             try:
-                response = await client.post(path, content=webhook.body, headers=webhook.headers)
+                async with asyncio.timeout(REQUEST_TIMEOUT_SECONDS):
+                    response = await sender.post(path, webhook.body, webhook.headers)
+            except (OSError, TimeoutError, asyncio.IncompleteReadError, ProtocolError) as exc:
+                result.errors[type(exc).__name__] += 1
+                await sender.close()
+                continue
             except httpx.HTTPError as exc:
                 result.errors[type(exc).__name__] += 1
                 continue
-            result.statuses[response.status_code] += 1
-            if response.status_code == 200 and not response.json()["duplicate"]:
+            result.statuses[response.status] += 1
+            if response.status == 200 and not json.loads(response.body)["duplicate"]:
                 result.latencies[webhook.webhook_id] = time.perf_counter() - started
 
     started = time.perf_counter()
-    await asyncio.gather(*(send_from_queue() for _ in range(connections)))
+    await asyncio.gather(*(send_from_queue(sender) for sender in senders))
     result.seconds = time.perf_counter() - started
     return result
 
 
+class Sender(Protocol):
+    """One slot of the load generator: sends one request at a time."""
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> HttpResponse: ...
+
+    async def close(self) -> None: ...
+
+
+class HttpxSender:
+    """A slot that sends through an httpx client shared by every slot."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self._client = client
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> HttpResponse:
+        response = await self._client.post(path, content=body, headers=headers)
+        return HttpResponse(response.status_code, response.content)
+
+    async def close(self) -> None:
+        return None
+
+
+@asynccontextmanager
+async def open_senders(url: str, connections: int, client: str) -> AsyncIterator[list[Sender]]:
+    """Open ``connections`` senders to ``url`` with the ``client`` load generator."""
+    if client == "httpx":
+        limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+        timeout = httpx.Timeout(REQUEST_TIMEOUT_SECONDS)
+        async with httpx.AsyncClient(base_url=url, limits=limits, timeout=timeout) as shared:
+            yield [HttpxSender(shared) for _ in range(connections)]
+        return
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    senders: list[Sender] = [Connection(parts.hostname, parts.port) for _ in range(connections)]
+    try:
+        yield senders
+    finally:
+        for sender in senders:
+            await sender.close()
+
+
 def open_receipts(database_path: Path) -> int:
     """Return the receipts still waiting for, or in, intake processing."""
-    with sqlite3.connect(f"file:{database_path}?mode=ro", uri=True) as connection:
+    with closing(sqlite3.connect(f"file:{database_path}?mode=ro", uri=True)) as connection:
         (count,) = connection.execute(
             "SELECT count(*) FROM receipts WHERE status IN ('received', 'processing')"
         ).fetchone()
@@ -259,7 +314,7 @@ def wait_for_intake(database_path: Path, timeout: float) -> None:
 
 def stored_digests(database_path: Path, prefix: str) -> dict[str, str]:
     """Return the SHA-256 of each stored body whose webhook id starts with ``prefix-``."""
-    with sqlite3.connect(f"file:{database_path}?mode=ro", uri=True) as connection:
+    with closing(sqlite3.connect(f"file:{database_path}?mode=ro", uri=True)) as connection:
         rows = connection.execute(
             "SELECT webhook_id, body FROM receipts WHERE webhook_id LIKE ?", (f"{prefix}-%",)
         ).fetchall()
@@ -276,23 +331,25 @@ async def drive_server(
     measured: Sequence[Webhook],
     floor: Sequence[Webhook],
     connections: int,
+    client: str,
 ) -> ServerResult:
-    """Warm the server up, measure it, and check its database against the answers."""
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(
-        base_url=url, limits=limits, timeout=httpx.Timeout(30.0)
-    ) as client:
+    """Warm the server up, measure it, and check its database against the responses."""
+    async with open_senders(url, connections, client) as senders:
         floor_result = None
         if floor:
-            floor_result = await post_all(client, UNKNOWN_CHANNEL_PATH, floor, connections)
-        await post_all(client, WEBHOOK_PATH, warmup, connections)
+            floor_result = await post_all(senders, UNKNOWN_CHANNEL_PATH, floor)
+        await post_all(senders, WEBHOOK_PATH, warmup)
         if workers:
             await asyncio.to_thread(wait_for_intake, database_path, WARMUP_SETTLE_SECONDS)
+        machine_cpu = MachineCpu.read()
         server_cpu = process_cpu_seconds(server_pid)
         client_cpu = time.process_time()
-        load = await post_all(client, WEBHOOK_PATH, measured, connections)
+        load = await post_all(senders, WEBHOOK_PATH, measured)
         load.server_cpu_seconds = process_cpu_seconds(server_pid) - server_cpu
         load.client_cpu_seconds = time.process_time() - client_cpu
+        load.other_cpu = MachineCpu.read().others_since(
+            machine_cpu, load.server_cpu_seconds + load.client_cpu_seconds, load.seconds
+        )
 
     prefix = measured[0].webhook_id.rsplit("-", 1)[0]
     stored = stored_digests(database_path, prefix)
@@ -335,6 +392,7 @@ def run_hub(folder: Path, options: IntakeOptions, webhooks: IntakeWebhooks) -> S
                 measured=webhooks.hub,
                 floor=webhooks.floor,
                 connections=options.connections,
+                client=options.client,
             )
         )
     finally:
@@ -366,6 +424,7 @@ def run_api_only(folder: Path, options: IntakeOptions, webhooks: IntakeWebhooks)
                 measured=webhooks.api,
                 floor=[],
                 connections=options.connections,
+                client=options.client,
             )
         )
     finally:
@@ -374,7 +433,7 @@ def run_api_only(folder: Path, options: IntakeOptions, webhooks: IntakeWebhooks)
 
 @dataclass(frozen=True)
 class IntakeWebhooks:
-    """The requests of one run; each server gets webhook ids of its own."""
+    """The requests of one run. Each server gets webhook ids of its own."""
 
     floor: list[Webhook]
     hub_warmup: list[Webhook]
@@ -399,16 +458,17 @@ class IntakeWebhooks:
         return cls(**built)
 
 
-def server_rows(name: str, result: ServerResult, baseline: float) -> list[Row]:
+def server_rows(name: str, result: ServerResult, baseline: float, client: str) -> list[Row]:
     load = result.load
     latencies = list(load.latencies.values())
     acked = len(latencies)
     failed = sum(load.statuses.values()) - load.statuses[200] + sum(load.errors.values())
     note = f"{failed} not acknowledged" if failed else ""
-    stored_note = "every acknowledged body stored"
+    stored_note = f"every acknowledged body stored; {result.stored:,} rows in all"
     if result.stored_matching != acked:
-        stored_note = f"MISSING: {acked - result.stored_matching} acknowledged bodies not stored"
-    return [
+        missing = acked - result.stored_matching
+        stored_note = f"MISSING: {missing} acknowledged bodies not stored"
+    rows = [
         Row(
             BENCHMARK,
             f"{name}: webhooks acknowledged",
@@ -423,7 +483,7 @@ def server_rows(name: str, result: ServerResult, baseline: float) -> list[Row]:
             BENCHMARK,
             f"{name}: stored bodies equal to the sent ones",
             result.stored_matching,
-            f"of {acked} acked",
+            f"of {acked:,} acked",
             note=stored_note,
         ),
         Row(
@@ -438,13 +498,18 @@ def server_rows(name: str, result: ServerResult, baseline: float) -> list[Row]:
             f"{name}: load generator CPU",
             load.client_cpu_seconds / load.seconds,
             "cores",
-            note=f"httpx, {load.connections} connections",
+            note=f"{client} client, {load.connections} connections",
         ),
     ]
+    if load.other_cpu is not None:
+        rows.append(
+            replace(load.other_cpu, benchmark=BENCHMARK, measure=f"{name}: CPU of other processes")
+        )
+    return rows
 
 
 def run(options: IntakeOptions, folder: Path) -> tuple[list[Row], bool]:
-    """Run the intake benchmark in ``folder``; return its rows and whether the checks passed."""
+    """Run the intake benchmark in ``folder``, and return its rows and whether checks passed."""
     webhooks = IntakeWebhooks.build(options)
     size = row_size(receipt_row(webhooks.hub[0]))
     progress(f"baseline: {options.baseline_commits} bare SQLite commits of {size}-byte rows")
@@ -452,14 +517,38 @@ def run(options: IntakeOptions, folder: Path) -> tuple[list[Row], bool]:
         folder / "baseline-before.db", webhooks.hub, options.baseline_commits
     )
     direct = measure_store_receipt_rate(folder / "direct.db", webhooks.api)
+
     hub = run_hub(folder, options, webhooks)
     api = run_api_only(folder, options, webhooks)
+
     after = measure_commit_rate(
         folder / "baseline-after.db", webhooks.hub, options.baseline_commits
     )
     baseline = mean([before, after])
-    assert hub.floor is not None
     rows = [
+        *baseline_rows(options, size, before, after, direct, hub),
+        *server_rows("entrepot run", hub, baseline, options.client),
+        *server_rows("API without workers", api, baseline, options.client),
+    ]
+    passed = all(
+        result.stored_matching == len(result.load.latencies) == options.webhooks
+        for result in (hub, api)
+    )
+    return rows, passed
+
+
+def baseline_rows(
+    options: IntakeOptions,
+    size: int,
+    before: float,
+    after: float,
+    direct: float,
+    hub: ServerResult,
+) -> list[Row]:
+    """Rows of the SQLite baseline and of the parts of the path measured alone."""
+    baseline = mean([before, after])
+    assert hub.floor is not None
+    return [
         Row(
             BENCHMARK,
             "baseline: bare SQLite commits, before",
@@ -492,11 +581,4 @@ def run(options: IntakeOptions, folder: Path) -> tuple[list[Row], bool]:
             hub.floor.requests_per_second / baseline,
             f"entrepot run, {options.connections} connections, nothing stored",
         ),
-        *server_rows("entrepot run", hub, baseline),
-        *server_rows("API without workers", api, baseline),
     ]
-    passed = all(
-        result.stored_matching == len(result.load.latencies) == options.webhooks
-        for result in (hub, api)
-    )
-    return rows, passed

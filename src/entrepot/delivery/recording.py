@@ -70,6 +70,7 @@ class OutcomeRecorder:
 
     def _sent(self, session: Session, delivery: Delivery, order: Order, outcome: Sent) -> None:
         result = outcome.result
+        had_error = order.last_error is not None
         order.erp_id = result.erp_id
         order.last_error = None
         if delivery.action == "cancel":
@@ -86,7 +87,9 @@ class OutcomeRecorder:
 
         how = "created" if result.created else "found already there"
         deliveries.finish(delivery, deliveries.DONE, f"accepted as {result.erp_id} ({how})")
-        self._resolve_superseded(session, order, delivery)
+        if had_error:
+            # Only an order that failed before can have dead letters to close.
+            self._resolve_superseded(session, order, delivery)
         event = f"accepted by {self.target}"
         detail = f"ERP id {result.erp_id}, {how}, attempt {delivery.attempts}"
         if order.state == OrderState.CANCELLED:
