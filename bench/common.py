@@ -6,14 +6,9 @@ import math
 import os
 import platform
 import sqlite3
-import subprocess
-import sys
-import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
 
 LOOPBACK = "127.0.0.1"
 
@@ -111,58 +106,6 @@ def machine_summary() -> str:
 
 def repository_root() -> Path:
     return Path(__file__).resolve().parents[1]
-
-
-class BenchServer:
-    """A Python module of this repository served in a child process, with its log in a file.
-
-    ``entrepot.demo.processes.ChildProcess`` runs only the ``entrepot`` command, but this
-    runs any module (``-m``) with the repository root on the import path.
-    """
-
-    def __init__(self, name: str, module: str, args: list[str], log_path: Path) -> None:
-        self.name = name
-        self.log_path = log_path
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = log_path.open("ab")
-        root = str(repository_root())
-        python_path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", module, *args],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONPATH": python_path},
-            cwd=root,
-        )
-
-    def wait_until_healthy(self, url: str, timeout: float = 30.0) -> None:
-        """Poll ``url`` until it returns 200, or raise RuntimeError if the process exits."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with code {self.process.returncode}; see {self.log_path}"
-                )
-            try:
-                if httpx.get(url, timeout=1.0).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(
-            f"{self.name} did not respond 200 to {url} within {timeout} s; see {self.log_path}"
-        )
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """Send SIGTERM, then SIGKILL if the process has not exited within ``timeout``."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
 
 
 def process_cpu_seconds(pid: int) -> float:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import sqlite3
 import sys
 import time
@@ -36,15 +37,15 @@ from tests.harness import SHOP, HubProcess, order_body, webhook_headers, write_c
 from bench.common import (
     ALWAYS_CLOSED_WINDOW,
     LOOPBACK,
-    BenchServer,
     MachineCpu,
     Row,
     mean,
     percentile,
     process_cpu_seconds,
+    repository_root,
 )
 from bench.loadgen import Connection, HttpResponse, ProtocolError
-from entrepot.demo.processes import free_port
+from entrepot.demo.processes import ChildProcess, free_port
 from entrepot.spokes.protocols import WebhookEnvelope
 from entrepot.spokes.shopify.webhooks import KEPT_HEADERS
 from entrepot.store.database import Database, sqlite_url
@@ -405,11 +406,15 @@ def run_api_only(folder: Path, options: IntakeOptions, webhooks: IntakeWebhooks)
     port = free_port()
     url = f"http://{LOOPBACK}:{port}"
     config = hub_config(folder / "api.toml")
-    server = BenchServer(
+    root = repository_root()
+    python_path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    server = ChildProcess(
         "HTTP API without workers",
-        "bench.api_server",
         [str(config), str(data_dir), str(port)],
         folder / "api.log",
+        {"PYTHONPATH": python_path},
+        module="bench.api_server",
+        cwd=root,
     )
     try:
         server.wait_until_healthy(f"{url}/healthz")

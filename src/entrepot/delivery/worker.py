@@ -22,6 +22,7 @@ from entrepot.store.database import Database
 from entrepot.store.deliveries import ClaimedDelivery
 from entrepot.store.tables import Order
 from entrepot.store.types import utc_now
+from entrepot.wakeups import wait_for_work
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class TargetWorker:
                     # The store failed even after its retries; a claimed delivery
                     # keeps its lease, which runs out, so waiting loses nothing.
                     log.exception("Claiming a delivery for %s failed; trying again.", self.name)
-                    await self._sleep(stopping, self._poll_interval)
+                    await wait_for_work(self.wake, stopping, self._poll_interval)
         finally:
             await self._drain()
             log.info("Delivery worker for %s stopped.", self.name)
@@ -84,7 +85,7 @@ class TargetWorker:
         closed_until = self._budget.closed_until()
         if closed_until is not None:
             seconds = (closed_until - utc_now()).total_seconds()
-            await self._sleep(stopping, min(max(seconds, 0.01), self._poll_interval))
+            await wait_for_work(self.wake, stopping, min(max(seconds, 0.01), self._poll_interval))
             return
 
         slots = await self._take_free_slots()
@@ -95,7 +96,7 @@ class TargetWorker:
             raise
         self._release_slots(slots - len(claimed))
         if not claimed:
-            await self._sleep(stopping, self._poll_interval)
+            await wait_for_work(self.wake, stopping, self._poll_interval)
             return
         for delivery in claimed:
             task = asyncio.create_task(self._send(delivery), name=f"deliver-{delivery.id}")
@@ -121,15 +122,6 @@ class TargetWorker:
         self._held.release()
         if not task.cancelled() and task.exception() is not None:
             log.critical("Sending a delivery to %s crashed.", self.name, exc_info=task.exception())
-
-    async def _sleep(self, stopping: asyncio.Event, seconds: float) -> None:
-        self.wake.clear()
-        waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stopping.wait())]
-        _done, pending = await asyncio.wait(
-            waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
-        )
-        for waiter in pending:
-            waiter.cancel()
 
     def _claim(self, limit: int) -> list[ClaimedDelivery]:
         return self._database.write(

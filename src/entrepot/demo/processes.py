@@ -22,20 +22,29 @@ def free_port() -> int:
 
 
 class ChildProcess:
-    """An ``entrepot`` subcommand running in its own process, with its log in a file."""
+    """A Python module (``entrepot`` by default) running as ``python -m`` in its own
+    process, with its log in a file."""
 
     def __init__(
-        self, name: str, args: list[str], log_path: Path, env: dict[str, str] | None = None
+        self,
+        name: str,
+        args: list[str],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        *,
+        module: str = "entrepot",
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "entrepot", *args],
+            [sys.executable, "-m", module, *args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
+            cwd=cwd,
         )
 
     def wait_until_healthy(self, url: str, timeout: float = 30.0) -> None:

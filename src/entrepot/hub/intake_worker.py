@@ -10,6 +10,7 @@ from entrepot.hub.intake import IntakeProcessor
 from entrepot.store.database import Database
 from entrepot.store.receipts import claim_receipts, renew_receipt_leases
 from entrepot.store.tables import Receipt
+from entrepot.wakeups import wait_for_work
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class IntakeWorker:
                 log.exception("Intake failed; trying again in %.1f s.", self._poll_interval)
                 worked = False
             if not worked:
-                await self._sleep(stopping)
+                await wait_for_work(self.wake, stopping, self._poll_interval)
         log.info("Intake worker stopped.")
 
     async def _process_batch(self) -> bool:
@@ -88,12 +89,3 @@ class IntakeWorker:
                 session, self._owner, self._lease_seconds, self._batch_size
             )
         )
-
-    async def _sleep(self, stopping: asyncio.Event) -> None:
-        self.wake.clear()
-        waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stopping.wait())]
-        _done, pending = await asyncio.wait(
-            waiters, timeout=self._poll_interval, return_when=asyncio.FIRST_COMPLETED
-        )
-        for waiter in pending:
-            waiter.cancel()
