@@ -19,8 +19,8 @@ def require_operator(request: Request) -> None:
     if token is None:
         return
     expected = f"Bearer {token.get_secret_value()}".encode()
-    given = request.headers.get("authorization", "").encode()
-    if not hmac.compare_digest(given, expected):
+    sent = request.headers.get("authorization", "").encode()
+    if not hmac.compare_digest(sent, expected):
         log.warning("Operations request to %s rejected: missing or wrong token.", request.url.path)
         raise HTTPException(
             status_code=401,

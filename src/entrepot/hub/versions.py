@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Staleness:
-    """Why a version is not applied; ``None`` in its place means it is applied."""
+    """The reason a version is not applied; ``None`` in its place means it is."""
 
     reason: str
 

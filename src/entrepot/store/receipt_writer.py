@@ -1,8 +1,8 @@
 """Group commit of receipts: the webhooks that arrive together share one commit.
 
 Each request still waits until the transaction holding its receipt has
-committed, so an acknowledged webhook is as durable as with a commit of its own;
-a burst of webhooks costs one transaction instead of one each.
+committed, so an acknowledged webhook is as durable as with a commit of its own.
+A burst of webhooks costs one transaction instead of one each.
 """
 
 from __future__ import annotations
