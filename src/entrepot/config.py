@@ -67,10 +67,22 @@ class LoggingSettings(Section):
 
 
 class ShopSettings(Section):
-    """Secrets of one Shopify shop, overriding the app-wide ones."""
+    """One Shopify shop: secrets overriding the app-wide ones, and its Admin API.
+
+    With ``admin_url`` and ``access_token`` set, entrepot re-reads an updated order
+    from the Admin API before applying it, pulls the orders updated since its last
+    pull, and sends fulfillments and inventory levels back. ``admin_url`` is the
+    shop's address, such as ``https://acme.myshopify.com``. ``location_id`` is the
+    Shopify location whose inventory levels follow the ERP's stock.
+    """
 
     webhook_secret: SecretStr | None = None
     previous_webhook_secret: SecretStr | None = None
+    admin_url: str | None = None
+    access_token: SecretStr | None = None
+    api_version: str = "2024-10"
+    location_id: int | None = None
+    notify_customer: bool = False
 
 
 class ShopifySettings(Section):
@@ -86,6 +98,9 @@ class ShopifySettings(Section):
     webhook_secret: SecretStr | None = None
     previous_webhook_secret: SecretStr | None = None
     shops: dict[str, ShopSettings] = Field(default_factory=dict)
+    pull_interval_seconds: float = Field(default=300.0, gt=0)
+    pull_overlap_seconds: float = Field(default=900.0, ge=0)
+    max_push_attempts: int = Field(default=8, ge=1)
 
     def secrets_for(self, shop_domain: str) -> list[str]:
         """Return the secrets that may sign a webhook of ``shop_domain``, newest first."""
@@ -103,13 +118,34 @@ class ShopifySettings(Section):
         return {domain.lower(): shop for domain, shop in shops.items()}
 
 
+class TrytonSettings(Section):
+    """How to reach one Tryton database, and how to read it back.
+
+    ``hold_category`` names the party category that puts a customer's orders on
+    credit hold. ``poll_interval_seconds`` is how often shipments, invoices and stock
+    are read back; each poll starts ``poll_overlap_seconds`` before the last one
+    ended, so a record written during a poll is not missed.
+    """
+
+    database: str = "tryton"
+    username: str = "admin"
+    password: SecretStr = SecretStr("admin")
+    hold_category: str = "Credit hold"
+    hold_recheck_seconds: float = Field(default=300.0, gt=0)
+    poll_interval_seconds: float = Field(default=30.0, gt=0)
+    poll_overlap_seconds: float = Field(default=60.0, ge=0)
+    warehouse_code: str = "WH"
+
+
 class TargetSettings(Section):
     """An ERP that orders are delivered to, and the budget it allows.
 
     ``maintenance_windows`` are times when nothing is sent, such as
     ``"daily 23:30-00:15"`` or ``"Sun 02:00-04:00"``, read in ``timezone``.
     ``guest_customer`` is the ERP's external id of a customer that takes the orders
-    that come without one; without it such orders are refused.
+    that come without one; without it such orders are refused. With ``batch_size``
+    above one, orders waiting for the same target go in batches of that size, a
+    batch waiting at most ``batch_wait_seconds`` for more orders to fill it.
     """
 
     kind: str = "netsuite"
@@ -126,6 +162,9 @@ class TargetSettings(Section):
     circuit_failure_threshold: int = Field(default=5, ge=1)
     circuit_reset_seconds: float = Field(default=30.0, gt=0)
     guest_customer: str | None = None
+    batch_size: int = Field(default=1, ge=1, le=500)
+    batch_wait_seconds: float = Field(default=0.2, ge=0)
+    tryton: TrytonSettings = Field(default_factory=TrytonSettings)
 
     @model_validator(mode="after")
     def _check_windows(self) -> TargetSettings:

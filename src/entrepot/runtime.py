@@ -65,7 +65,7 @@ class Runtime:
         )
         for name, target in self.settings.targets.items():
             budget = TargetBudget(name, target)
-            spoke = load_erp_spoke(name, target, budget.before_request)
+            spoke = load_erp_spoke(name, target, budget.before_request, self.database)
             self._erp_spokes[name] = spoke
             self.targets[name] = TargetWorker(
                 name,

@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 
 from entrepot.delivery.backoff import Backoff
 from entrepot.delivery.outcomes import Outcome, Sent, Waiting
-from entrepot.hub.lifecycle import OrderState, record, transition
-from entrepot.spokes.failures import NothingToDo, PermanentFailure, RetryLater
+from entrepot.hub.lifecycle import ERP_PROGRESS, OrderState, record, transition
+from entrepot.spokes.failures import NothingToDo, OnHold, PermanentFailure, RetryLater
 from entrepot.store import deliveries
 from entrepot.store.dead_letters import add_dead_letter, resolve_for_order
 from entrepot.store.deliveries import ClaimedDelivery
@@ -53,6 +53,8 @@ class OutcomeRecorder:
                 ambiguous=False,
                 count_attempt=False,
             )
+        elif isinstance(outcome.failure, OnHold):
+            self._hold(session, delivery, order, outcome.failure)
         elif isinstance(outcome.failure, RetryLater):
             return self._retry(session, delivery, order, outcome.failure)
         elif isinstance(outcome.failure, PermanentFailure):
@@ -85,6 +87,14 @@ class OutcomeRecorder:
             log.info("Order %s cancelled in %s.", _name(order), self.target)
             return
 
+        for note in result.notes:
+            record(
+                session,
+                order,
+                f"note from {self.target}",
+                detail=note,
+                correlation_id=delivery.correlation_id,
+            )
         how = "created" if result.created else "found already there"
         deliveries.finish(delivery, deliveries.DONE, f"accepted as {result.erp_id} ({how})")
         if had_error:
@@ -92,7 +102,7 @@ class OutcomeRecorder:
             self._resolve_superseded(session, order, delivery)
         event = f"accepted by {self.target}"
         detail = f"ERP id {result.erp_id}, {how}, attempt {delivery.attempts}"
-        if order.state == OrderState.CANCELLED:
+        if order.state == OrderState.CANCELLED or order.state in ERP_PROGRESS:
             record(session, order, event, detail=detail, correlation_id=delivery.correlation_id)
         else:
             transition(
@@ -149,6 +159,38 @@ class OutcomeRecorder:
             failure.reason,
         )
         return None
+
+    def _hold(self, session: Session, delivery: Delivery, order: Order, failure: OnHold) -> None:
+        """Keep the order unposted until the target lifts the hold; the check uses
+        up no attempt."""
+        delay = failure.retry_after or self.backoff.maximum
+        deliveries.reschedule(
+            session,
+            delivery,
+            utc_now() + timedelta(seconds=delay),
+            error=failure.reason,
+            ambiguous=failure.ambiguous,
+            count_attempt=False,
+        )
+        already_held = order.state == OrderState.CREDIT_HOLD and order.last_error == failure.reason
+        order.last_error = failure.reason
+        if already_held:
+            return
+        transition(
+            session,
+            order,
+            OrderState.CREDIT_HOLD,
+            f"held by {self.target}",
+            detail=failure.reason,
+            correlation_id=delivery.correlation_id,
+        )
+        log.warning(
+            "Order %s held by %s: %s; checking again in %.0f s.",
+            _name(order),
+            self.target,
+            failure.reason,
+            delay,
+        )
 
     def _resolve_superseded(self, session: Session, order: Order, delivery: Delivery) -> None:
         """Close the order's open dead letters for this target: the ERP now has a

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from entrepot.canonical.versions import load_sales_order
@@ -16,7 +17,7 @@ from entrepot.delivery.recording import OutcomeRecorder
 from entrepot.hub.lifecycle import OrderState
 from entrepot.observability.logging import correlation_scope
 from entrepot.spokes.failures import DeliveryFailure, NothingToDo, RetryLater
-from entrepot.spokes.protocols import ErpSpoke, SubmitResult
+from entrepot.spokes.protocols import BatchingErpSpoke, ErpSpoke, SubmitResult
 from entrepot.store import deliveries
 from entrepot.store.database import Database
 from entrepot.store.deliveries import ClaimedDelivery
@@ -58,11 +59,14 @@ class TargetWorker:
             settings.max_attempts,
             Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds),
         )
-        self._sending: set[asyncio.Task[None]] = set()
+        self._sending: dict[asyncio.Task[None], int] = {}
+        self._batch_size = settings.batch_size if isinstance(spoke, BatchingErpSpoke) else 1
+        self._batch_wait = settings.batch_wait_seconds
         # Claimed deliveries that this worker holds, from claim to recorded outcome.
         # A few more than the concurrency, so that the next ones are ready when a
         # request ends, and the outcome of the last one is written meanwhile.
-        self._held = asyncio.Semaphore(min(MAX_CLAIM, 2 * settings.max_concurrency + 2))
+        held = (settings.max_concurrency + 1) * self._batch_size
+        self._held = asyncio.Semaphore(min(MAX_CLAIM, max(held, 2 * settings.max_concurrency + 2)))
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Claim and send deliveries until ``stopping`` is set."""
@@ -90,7 +94,7 @@ class TargetWorker:
 
         slots = await self._take_free_slots()
         try:
-            claimed = await asyncio.to_thread(self._claim, slots)
+            claimed = await self._claim_filling(slots, stopping)
         except BaseException:
             self._release_slots(slots)
             raise
@@ -98,10 +102,34 @@ class TargetWorker:
         if not claimed:
             await wait_for_work(self.wake, stopping, self._poll_interval)
             return
-        for delivery in claimed:
-            task = asyncio.create_task(self._send(delivery), name=f"deliver-{delivery.id}")
-            self._sending.add(task)
+        for group in self._groups(claimed):
+            if len(group) == 1:
+                send = self._send(group[0])
+            else:
+                send = self._send_batch(group)
+            task = asyncio.create_task(send, name=f"deliver-{group[0].id}")
+            self._sending[task] = len(group)
             task.add_done_callback(self._sent)
+
+    async def _claim_filling(self, slots: int, stopping: asyncio.Event) -> list[ClaimedDelivery]:
+        """Claim up to ``slots`` deliveries; when batching, wait a moment for a batch
+        that is not full yet to fill."""
+        claimed = await asyncio.to_thread(self._claim, slots)
+        if not claimed or self._batch_size == 1 or len(claimed) >= min(slots, self._batch_size):
+            return claimed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), self._batch_wait)
+        more = await asyncio.to_thread(self._claim, min(slots, self._batch_size) - len(claimed))
+        return claimed + more
+
+    def _groups(self, claimed: list[ClaimedDelivery]) -> list[list[ClaimedDelivery]]:
+        """Split claimed deliveries into batches of orders to create, and the rest alone."""
+        if self._batch_size == 1:
+            return [[delivery] for delivery in claimed]
+        upserts = [delivery for delivery in claimed if delivery.action == "upsert"]
+        alone = [[delivery] for delivery in claimed if delivery.action != "upsert"]
+        size = self._batch_size
+        return alone + [upserts[start : start + size] for start in range(0, len(upserts), size)]
 
     async def _take_free_slots(self) -> int:
         """Wait for room for one more claimed delivery, then take all the room there
@@ -118,8 +146,7 @@ class TargetWorker:
             self._held.release()
 
     def _sent(self, task: asyncio.Task[None]) -> None:
-        self._sending.discard(task)
-        self._held.release()
+        self._release_slots(self._sending.pop(task, 1))
         if not task.cancelled() and task.exception() is not None:
             log.critical("Sending a delivery to %s crashed.", self.name, exc_info=task.exception())
 
@@ -140,6 +167,55 @@ class TargetWorker:
             pause = await asyncio.to_thread(self._record, claimed, outcome)
             if pause:
                 self._budget.pause(pause)
+
+    async def _send_batch(self, batch: list[ClaimedDelivery]) -> None:
+        heartbeats = [asyncio.create_task(self._renew_lease(claimed)) for claimed in batch]
+        try:
+            outcomes = await self._attempt_batch(batch)
+        finally:
+            for heartbeat in heartbeats:
+                heartbeat.cancel()
+        log.info("Sent a batch of %d orders to %s.", len(batch), self.name)
+        for claimed, outcome in zip(batch, outcomes, strict=True):
+            with correlation_scope(claimed.correlation_id):
+                pause = await asyncio.to_thread(self._record, claimed, outcome)
+            if pause:
+                self._budget.pause(pause)
+
+    async def _attempt_batch(self, batch: list[ClaimedDelivery]) -> list[Outcome]:
+        rows = await asyncio.to_thread(
+            lambda: [self._load_order(claimed.order_id) for claimed in batch]
+        )
+        outcomes: list[Outcome | None] = [None] * len(batch)
+        to_send: list[int] = []
+        for index, row in enumerate(rows):
+            if row["state"] == OrderState.CANCELLED:
+                reason = "the order was cancelled, so this version is not posted"
+                outcomes[index] = Failed(NothingToDo(reason))
+            else:
+                to_send.append(index)
+        orders = [load_sales_order(rows[index]["canonical"]) for index in to_send]
+        spoke = self._spoke
+        assert isinstance(spoke, BatchingErpSpoke)
+        async with self._budget.slots:
+            sent = await self._within_breaker(lambda: spoke.submit_orders(orders))
+        for position, index in enumerate(to_send):
+            outcomes[index] = _outcome(sent[position]) if isinstance(sent, list) else sent
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    async def _within_breaker(
+        self, request: Callable[[], Awaitable[list[SubmitResult | DeliveryFailure]]]
+    ) -> Outcome | list[SubmitResult | DeliveryFailure]:
+        """Send a batch; a failure of the whole batch comes back as one outcome."""
+        try:
+            return await self._budget.call(request)
+        except TargetClosedError as exc:
+            return Waiting(exc.until, str(exc))
+        except DeliveryFailure as failure:
+            return Failed(failure)
+        except Exception as exc:
+            log.exception("A batch to %s failed unexpectedly.", self.name)
+            return Failed(RetryLater(f"unexpected error: {exc!r}"))
 
     async def _attempt(self, claimed: ClaimedDelivery) -> Outcome:
         order_row = await asyncio.to_thread(self._load_order, claimed.order_id)
@@ -199,7 +275,7 @@ class TargetWorker:
     async def _drain(self) -> None:
         if not self._sending:
             return
-        _done, pending = await asyncio.wait(self._sending, timeout=STOP_GRACE_SECONDS)
+        _done, pending = await asyncio.wait(list(self._sending), timeout=STOP_GRACE_SECONDS)
         for task in pending:
             task.cancel()
         for task in pending:
@@ -212,3 +288,7 @@ class TargetWorker:
                 len(pending),
                 self.name,
             )
+
+
+def _outcome(result: SubmitResult | DeliveryFailure) -> Outcome:
+    return Failed(result) if isinstance(result, DeliveryFailure) else Sent(result)

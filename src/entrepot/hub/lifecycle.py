@@ -22,39 +22,69 @@ class OrderState(StrEnum):
 
     ``rejected`` means its data was refused, by validation or by the ERP.
     ``dead_lettered`` means delivery gave up after its attempts ran out.
+    ``credit_hold`` means the ERP holds the customer's credit, so the order waits
+    unposted until the hold is lifted. ``partially_shipped``, ``shipped`` and
+    ``invoiced`` follow the ERP's shipments and invoices of an accepted order;
+    ``invoiced`` means shipped in full and invoiced.
     """
 
     RECEIVED = "received"
     VALIDATED = "validated"
+    CREDIT_HOLD = "credit_hold"
     ACCEPTED = "accepted"
+    PARTIALLY_SHIPPED = "partially_shipped"
+    SHIPPED = "shipped"
+    INVOICED = "invoiced"
     REJECTED = "rejected"
     DEAD_LETTERED = "dead_lettered"
     CANCELLED = "cancelled"
 
 
+# States that follow the ERP's shipments and invoices.
+ERP_PROGRESS = frozenset({OrderState.PARTIALLY_SHIPPED, OrderState.SHIPPED, OrderState.INVOICED})
+_DELIVERY_OUTCOMES = frozenset(
+    {
+        OrderState.ACCEPTED,
+        OrderState.CREDIT_HOLD,
+        OrderState.REJECTED,
+        OrderState.DEAD_LETTERED,
+        OrderState.CANCELLED,
+    }
+)
+
 ALLOWED_TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     OrderState.RECEIVED: frozenset(
         {OrderState.VALIDATED, OrderState.REJECTED, OrderState.CANCELLED}
     ),
-    OrderState.VALIDATED: frozenset(
+    OrderState.VALIDATED: _DELIVERY_OUTCOMES - {OrderState.VALIDATED},
+    OrderState.CREDIT_HOLD: _DELIVERY_OUTCOMES | {OrderState.VALIDATED},
+    OrderState.ACCEPTED: _DELIVERY_OUTCOMES - {OrderState.CREDIT_HOLD} | ERP_PROGRESS,
+    OrderState.PARTIALLY_SHIPPED: ERP_PROGRESS | {OrderState.CANCELLED},
+    OrderState.SHIPPED: frozenset({OrderState.INVOICED}),
+    OrderState.INVOICED: frozenset(),
+    OrderState.REJECTED: frozenset(
         {
+            OrderState.VALIDATED,
             OrderState.ACCEPTED,
-            OrderState.REJECTED,
-            OrderState.DEAD_LETTERED,
+            OrderState.CREDIT_HOLD,
             OrderState.CANCELLED,
+            OrderState.REJECTED,
         }
     ),
-    OrderState.ACCEPTED: frozenset(
-        {OrderState.ACCEPTED, OrderState.REJECTED, OrderState.DEAD_LETTERED, OrderState.CANCELLED}
-    ),
-    OrderState.REJECTED: frozenset(
-        {OrderState.VALIDATED, OrderState.ACCEPTED, OrderState.CANCELLED, OrderState.REJECTED}
-    ),
     OrderState.DEAD_LETTERED: frozenset(
-        {OrderState.VALIDATED, OrderState.ACCEPTED, OrderState.CANCELLED, OrderState.REJECTED}
+        {
+            OrderState.VALIDATED,
+            OrderState.ACCEPTED,
+            OrderState.CREDIT_HOLD,
+            OrderState.CANCELLED,
+            OrderState.REJECTED,
+        }
     ),
     OrderState.CANCELLED: frozenset(),
 }
+
+# States in which the ERP has the order and is working on it.
+IN_ERP = frozenset({OrderState.ACCEPTED}) | ERP_PROGRESS
 
 
 def is_allowed(current: OrderState, new: OrderState) -> bool:

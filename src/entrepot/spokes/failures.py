@@ -7,6 +7,9 @@
   would fix it.
 - `NothingToDo`: there was no work to do (an order cancelled before it was
   posted, say). This is recorded, and the message is done.
+
+`OnHold` is a `RetryLater` for an order that the target will not take until an
+operator acts there, such as a customer on credit hold.
 """
 
 from __future__ import annotations
@@ -44,6 +47,15 @@ class RetryLater(DeliveryFailure):
         self.ambiguous = ambiguous
         self.throttled = throttled
         self.status_code = status_code
+
+
+class OnHold(RetryLater):
+    """Raised when the target holds the order back for a reason of its own (the
+    customer's credit), so the order waits, using up no attempt, and is offered
+    again after ``retry_after`` seconds."""
+
+    def __init__(self, reason: str, *, retry_after: float) -> None:
+        super().__init__(reason, retry_after=retry_after)
 
 
 class PermanentFailure(DeliveryFailure):

@@ -7,15 +7,17 @@ imports it by the dotted path registered for that kind.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 from entrepot.canonical import SalesOrder
+from entrepot.spokes.failures import DeliveryFailure
 
 if TYPE_CHECKING:
     from entrepot.config import Settings, TargetSettings
+    from entrepot.store.database import Database
 
 
 @dataclass(frozen=True)
@@ -23,11 +25,13 @@ class SubmitResult:
     """The ERP's result for a submitted order.
 
     ``created`` is false when the order was already there (found by its external
-    id) and nothing new was written.
+    id) and nothing new was written. ``notes`` are remarks for operators that do not
+    stop the order, such as an address to review or a total adjusted.
     """
 
     erp_id: str
     created: bool
+    notes: tuple[str, ...] = ()
 
 
 class ErpSpoke(Protocol):
@@ -51,6 +55,19 @@ class ErpSpoke(Protocol):
 
     async def aclose(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class BatchingErpSpoke(ErpSpoke, Protocol):
+    """An ERP spoke that also takes several orders in one go."""
+
+    async def submit_orders(
+        self, orders: Sequence[SalesOrder]
+    ) -> list[SubmitResult | DeliveryFailure]:
+        """Submit ``orders``; each outcome is in its order's place, a failure as the
+        `DeliveryFailure` it would have raised alone. A failure raised instead of
+        returned applies to every order of the batch."""
         ...
 
 
@@ -127,11 +144,12 @@ RequestGate = Callable[[], Awaitable[None]]
 rate budget, and raises when the target is closed (maintenance, throttled, circuit
 open), so that no request of a delivery leaves outside the budget."""
 
-ErpSpokeFactory = Callable[[str, "TargetSettings", RequestGate], ErpSpoke]
+ErpSpokeFactory = Callable[[str, "TargetSettings", RequestGate, "Database"], ErpSpoke]
 ChannelSpokeFactory = Callable[["Settings"], ChannelSpoke]
 
 ERP_SPOKE_KINDS: dict[str, str] = {
     "netsuite": "entrepot.spokes.netsuite:create_spoke",
+    "tryton": "entrepot.spokes.tryton:create_spoke",
 }
 
 CHANNEL_SPOKES: dict[str, str] = {
@@ -144,8 +162,11 @@ def load_channel_spokes(settings: Settings) -> dict[str, ChannelSpoke]:
     return {name: _import(path)(settings) for name, path in CHANNEL_SPOKES.items()}
 
 
-def load_erp_spoke(name: str, settings: TargetSettings, gate: RequestGate) -> ErpSpoke:
-    """Build the ERP spoke for target ``name`` from its configured ``kind``."""
+def load_erp_spoke(
+    name: str, settings: TargetSettings, gate: RequestGate, database: Database
+) -> ErpSpoke:
+    """Build the ERP spoke for target ``name`` from its configured ``kind``; the spoke
+    may keep links to the target's objects in ``database``."""
     path = ERP_SPOKE_KINDS.get(settings.kind, settings.kind)
     if ":" not in path:
         known = ", ".join(sorted(ERP_SPOKE_KINDS))
@@ -154,7 +175,7 @@ def load_erp_spoke(name: str, settings: TargetSettings, gate: RequestGate) -> Er
             f"use one of {known} or a 'module:factory' path"
         )
     factory: ErpSpokeFactory = _import(path)
-    return factory(name, settings, gate)
+    return factory(name, settings, gate, database)
 
 
 def _import(path: str) -> Any:

@@ -1,4 +1,5 @@
-"""Tables of the store: receipts, orders and their history, deliveries, dead letters.
+"""Tables of the store: receipts, orders and their history, deliveries, dead letters,
+links to objects in targets, what was read back from them, and pushes to channels.
 
 Duplicates are stopped by unique keys, never by a look-up before an insert, so two
 deliveries racing each other still make one row.
@@ -225,3 +226,113 @@ class DeadLetter(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
     resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     resolved_by: Mapped[str | None] = mapped_column(String(120))
+
+
+class ErpLink(Base):
+    """The id in a target of one of entrepot's objects: a customer's party, an address.
+
+    ``key`` is entrepot's own key of the object (the channel's customer id, or the
+    party and an address match key), so a renamed customer still finds its party. A
+    row without ``erp_id`` is a claim: one worker is creating the object, and its
+    claim runs out at ``claimed_until`` if that worker dies.
+    """
+
+    __tablename__ = "erp_links"
+    __table_args__ = (UniqueConstraint("target", "kind", "key"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    target: Mapped[str] = mapped_column(String(80))
+    kind: Mapped[str] = mapped_column(String(20))
+    key: Mapped[str] = mapped_column(String(400))
+    erp_id: Mapped[str | None] = mapped_column(String(255))
+    claimed_by: Mapped[str | None] = mapped_column(String(80))
+    claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+
+class PollCursor(Base):
+    """How far a poller has read a source that has no webhooks, such as an ERP."""
+
+    __tablename__ = "poll_cursors"
+
+    source: Mapped[str] = mapped_column(String(160), primary_key=True)
+    position: Mapped[str] = mapped_column(String(80))
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+
+class ErpEvent(Base):
+    """A fact read back from a target (a shipment done, an invoice posted), kept once.
+
+    The unique key on ``target``, ``kind`` and ``erp_key`` makes a poll that reads
+    the same record twice record it once.
+    """
+
+    __tablename__ = "erp_events"
+    __table_args__ = (UniqueConstraint("target", "kind", "erp_key"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    target: Mapped[str] = mapped_column(String(80))
+    kind: Mapped[str] = mapped_column(String(40))
+    erp_key: Mapped[str] = mapped_column(String(255))
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+
+class InventoryPosition(Base):
+    """The stock of one item at one location of a target, as last read."""
+
+    __tablename__ = "inventory_positions"
+    __table_args__ = (UniqueConstraint("target", "sku", "location"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    target: Mapped[str] = mapped_column(String(80))
+    sku: Mapped[str] = mapped_column(String(255))
+    location: Mapped[str] = mapped_column(String(80))
+    on_hand: Mapped[Decimal] = mapped_column(DecimalText)
+    forecast: Mapped[Decimal] = mapped_column(DecimalText)
+    observed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+
+class ChannelPush(Base):
+    """A change to send back to a channel: a fulfillment, an inventory level.
+
+    ``status`` runs pending → in_flight → done or dead, with leases as deliveries
+    have. At most one push per channel, account, kind and key is pending, so a newer
+    inventory level folds into the one still waiting instead of queueing behind it.
+    """
+
+    __tablename__ = "channel_pushes"
+    __table_args__ = (
+        Index(
+            "uq_channel_pushes_pending",
+            "channel",
+            "account",
+            "kind",
+            "key",
+            unique=True,
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("ix_channel_pushes_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    channel: Mapped[str] = mapped_column(String(40))
+    account: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(20))
+    key: Mapped[str] = mapped_column(String(255))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    order_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"), index=True)
+    correlation_id: Mapped[str | None] = mapped_column(String(36))
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    lease_owner: Mapped[str | None] = mapped_column(String(80))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    outcome: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
