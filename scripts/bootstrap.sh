@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv with Python 3.11+ and install entrepot with the extras named in $1
-# ("" for none, "test" for the test tools). Installs again only when pyproject.toml
-# changed; an install with the test tools also serves the plain one.
+# ("" for none, "tryton" for the local Tryton ERP, "test" for the test tools, which
+# include Tryton). Installs again only when pyproject.toml changed. An install with more
+# extras also serves one with fewer: "test" serves "tryton" and "", "tryton" serves "".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,9 +19,16 @@ fi
 
 hash="$(sha256sum pyproject.toml | cut -c1-16)"
 stamp=".venv/.installed-$hash-${extras:-base}"
-if [ -f "$stamp" ] || { [ -z "$extras" ] && [ -f ".venv/.installed-$hash-test" ]; }; then
-    exit 0
-fi
+case "${extras:-base}" in
+    base) serving="base tryton test" ;;
+    tryton) serving="tryton test" ;;
+    *) serving="$extras" ;;
+esac
+for word in $serving; do
+    if [ -f ".venv/.installed-$hash-$word" ]; then
+        exit 0
+    fi
+done
 
 .venv/bin/python -m pip install --quiet --upgrade pip
 if [ -n "$extras" ]; then
