@@ -147,6 +147,36 @@ def erp_sim(
     )
 
 
+@app.command("shopify-sim")
+def shopify_sim(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8091,
+    access_token: Annotated[
+        str, typer.Option(help="Value that requests must send in X-Shopify-Access-Token.")
+    ] = "shpat_simulator",
+    api_version: Annotated[
+        str, typer.Option(help="Admin API version served, as in /admin/api/2024-10/.")
+    ] = "2024-10",
+    shop: Annotated[
+        str, typer.Option(help="Domain of the simulated shop.")
+    ] = "acme-fasteners.myshopify.com",
+) -> None:
+    """Run the Shopify REST Admin API simulator (in memory)."""
+    from entrepot.simulators.shopify import ShopifySimSettings, ShopSettings, serve
+
+    configure_logging()
+    try:
+        settings = ShopifySimSettings(
+            host=host,
+            port=port,
+            api_version=api_version,
+            shops=(ShopSettings(domain=shop, access_token=access_token),),
+        )
+    except ValueError as exc:
+        _fail(f"Invalid simulator option: {exc}", code=2)
+    serve(settings)
+
+
 @app.command()
 def demo(
     orders: Annotated[
