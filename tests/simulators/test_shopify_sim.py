@@ -153,6 +153,20 @@ async def test_other_traffic_fills_the_bucket(http: httpx.AsyncClient) -> None:
     assert second.status_code == 429
 
 
+async def test_held_bucket_stays_full(http: httpx.AsyncClient, clock: ManualClock) -> None:
+    response = await http.put(f"{CONTROL}/bucket", json={"level": 40, "hold_seconds": 1.0})
+    assert response.status_code == 200
+
+    clock.advance(0.9)
+    held = await http.get(f"{API}/locations.json")
+    clock.advance(0.6)
+    drained = await http.get(f"{API}/locations.json")
+
+    assert held.status_code == 429
+    assert drained.status_code == 200
+    assert drained.headers[CALL_LIMIT] == "40/40"
+
+
 # Authentication, shops and versions
 
 

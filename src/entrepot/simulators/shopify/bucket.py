@@ -43,10 +43,15 @@ class LeakyBucket:
         self._level += 1
         return True
 
-    def fill_to(self, level: float) -> None:
-        """Set the level, as if other apps' requests had filled it."""
+    def fill_to(self, level: float, hold_seconds: float = 0.0) -> None:
+        """Set the level, as if other apps' requests had filled it.
+
+        The level stays there for ``hold_seconds``, as if those apps kept sending at
+        the leak rate, and then drains.
+        """
         self._drain()
         self._level = min(float(self.capacity), max(0.0, level))
+        self._drained_at = self._clock() + max(0.0, hold_seconds)
 
     def call_limit(self) -> str:
         """Return the ``X-Shopify-Shop-Api-Call-Limit`` value, such as ``"32/40"``.
@@ -59,6 +64,9 @@ class LeakyBucket:
 
     def _drain(self) -> None:
         now = self._clock()
-        elapsed = max(0.0, now - self._drained_at)
+        if now <= self._drained_at:
+            # Still within a hold set by fill_to.
+            return
+        elapsed = now - self._drained_at
         self._level = max(0.0, self._level - elapsed * self.leak_rate)
         self._drained_at = now

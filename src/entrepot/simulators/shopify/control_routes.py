@@ -127,12 +127,19 @@ async def reset_stats(request: Request, domain: str) -> Response:
 
 @router.put("/shops/{domain}/bucket")
 async def fill_bucket(request: Request, domain: str) -> Response:
-    """Set the bucket's level, as if other apps had just used that many requests."""
+    """Set the bucket's level, as if other apps had just used that many requests.
+
+    With ``hold_seconds``, the level stays there that long before it drains, as if
+    the other apps went on sending at the leak rate.
+    """
     shop = _shop(request, domain)
     try:
         payload = json.loads(await request.body())
         level = float(payload["level"])
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
-        raise unprocessable('Send {"level": <requests in the bucket>}.') from None
-    shop.bucket.fill_to(level)
+        hold_seconds = float(payload.get("hold_seconds", 0.0))
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        raise unprocessable(
+            'Send {"level": <requests in the bucket>, "hold_seconds": <seconds>}.'
+        ) from None
+    shop.bucket.fill_to(level, hold_seconds)
     return json_response({"level": round(shop.bucket.level, 3)})
