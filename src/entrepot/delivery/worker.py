@@ -103,10 +103,7 @@ class TargetWorker:
             await wait_for_work(self.wake, stopping, self._poll_interval)
             return
         for group in self._groups(claimed):
-            if len(group) == 1:
-                send = self._send(group[0])
-            else:
-                send = self._send_batch(group)
+            send = self._send(group[0]) if len(group) == 1 else self._send_batch(group)
             task = asyncio.create_task(send, name=f"deliver-{group[0].id}")
             self._sending[task] = len(group)
             task.add_done_callback(self._sent)

@@ -75,6 +75,16 @@ class IntakeProcessor:
                 )
                 return IntakeResult("lost", "taken over by another worker")
 
+    def supersede(self, receipt: Receipt, outcome: str) -> IntakeResult:
+        """Finish a receipt that another receipt of the same order takes the place of."""
+        with correlation_scope(receipt.correlation_id):
+            try:
+                return self._database.write(
+                    lambda session: _finish(session, receipt, "ignored", outcome)
+                )
+            except LeaseLostError:
+                return IntakeResult("lost", "taken over by another worker")
+
     def _process(self, receipt: Receipt) -> IntakeResult:
         spoke = self._channels.get(receipt.channel)
         if spoke is None:

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 
 from entrepot.hub.intake import IntakeProcessor
+from entrepot.hub.pulls import OrderRereader
 from entrepot.store.database import Database
 from entrepot.store.receipts import claim_receipts, renew_receipt_leases
 from entrepot.store.tables import Receipt
@@ -28,6 +29,7 @@ class IntakeWorker:
         poll_interval: float,
         batch_size: int,
         on_queued: Callable[[str], None],
+        rereader: OrderRereader | None = None,
     ) -> None:
         self.wake = asyncio.Event()
         self._database = database
@@ -37,6 +39,7 @@ class IntakeWorker:
         self._poll_interval = poll_interval
         self._batch_size = batch_size
         self._on_queued = on_queued
+        self._rereader = rereader
 
     async def run(self, stopping: asyncio.Event) -> None:
         log.info("Intake worker started.")
@@ -58,6 +61,9 @@ class IntakeWorker:
         heartbeat = asyncio.create_task(self._renew_leases(unfinished))
         try:
             for receipt in receipts:
+                if await self._superseded(receipt):
+                    unfinished.remove(receipt.id)
+                    continue
                 result = await asyncio.to_thread(self._processor.process, receipt)
                 unfinished.remove(receipt.id)
                 if result.queued_target is not None:
@@ -65,6 +71,22 @@ class IntakeWorker:
         finally:
             heartbeat.cancel()
         return bool(receipts)
+
+    async def _superseded(self, receipt: Receipt) -> bool:
+        """Re-read the order of an update webhook; return True when the order as read
+        now is stored as a receipt of its own, which takes this one's place."""
+        if self._rereader is None or not self._rereader.wants(receipt):
+            return False
+        current = await self._rereader.reread(receipt)
+        if current is None:
+            return False
+        outcome = (
+            f"superseded by receipt {current.receipt_id}, the order as re-read from the "
+            "Admin API" + (" (a version already received)" if current.duplicate else "")
+        )
+        await asyncio.to_thread(self._processor.supersede, receipt, outcome)
+        self.wake.set()
+        return True
 
     async def _renew_leases(self, receipt_ids: list[int]) -> None:
         """Keep the claimed receipts' leases alive while the batch is processed, so a

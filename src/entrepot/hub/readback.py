@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from entrepot.config import ShopifySettings
+from entrepot.delivery.budget import TargetClosedError
 from entrepot.hub.lifecycle import OrderState, is_allowed, record, transition
 from entrepot.spokes.failures import DeliveryFailure
 from entrepot.spokes.tryton.readback import (
@@ -81,7 +82,7 @@ class ReadBackWorker:
         while not stopping.is_set():
             try:
                 summary = await self.poll_once()
-            except (DeliveryFailure, TrytonError, LookupError) as exc:
+            except (DeliveryFailure, TrytonError, LookupError, TargetClosedError) as exc:
                 log.warning("Reading back from %s failed: %s; trying again.", self.target, exc)
             except Exception:
                 log.exception("Reading back from %s failed unexpectedly.", self.target)

@@ -32,6 +32,7 @@ from entrepot.spokes.shopify.admin_pacing import BucketPacer
 log = logging.getLogger(__name__)
 
 DEFAULT_API_VERSION = "2024-10"
+UNKNOWN_SKU = "UNKNOWN_SKU"  # error code of a SKU that no variant of the shop carries
 CALL_LIMIT_HEADER = "x-shopify-shop-api-call-limit"
 MAX_PAGE_SIZE = 250
 # Seconds to wait after a 429 without a usable Retry-After; Shopify sends "2.0".
@@ -263,6 +264,7 @@ class ShopifyAdminClient:
             raise PermanentFailure(
                 f"no product variant in Shopify has SKU {sku!r}",
                 remedy="Add the SKU to a variant in Shopify, or correct it in the ERP.",
+                error_code=UNKNOWN_SKU,
                 field_path="sku",
             )
         if len(items) > 1:
