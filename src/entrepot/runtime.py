@@ -15,10 +15,14 @@ import uuid
 
 from entrepot.config import Settings
 from entrepot.delivery.budget import TargetBudget
+from entrepot.delivery.pushes import ChannelPushWorker
 from entrepot.delivery.worker import TargetWorker
 from entrepot.hub.intake import IntakeProcessor
 from entrepot.hub.intake_worker import IntakeWorker
+from entrepot.hub.pulls import OrderPuller, OrderRereader, admin_clients
+from entrepot.hub.readback import ReadBackWorker
 from entrepot.spokes.protocols import ChannelSpoke, ErpSpoke, load_channel_spokes, load_erp_spoke
+from entrepot.spokes.shopify.admin import ShopifyAdminClient
 from entrepot.store.database import Database
 from entrepot.store.migrate import upgrade_to_head
 from entrepot.store.receipt_writer import ReceiptWriter
@@ -39,7 +43,11 @@ class Runtime:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._erp_spokes: dict[str, ErpSpoke] = {}
         self.targets: dict[str, TargetWorker] = {}
+        self.readers: dict[str, ReadBackWorker] = {}
+        self.pushes: ChannelPushWorker | None = None
+        self.puller: OrderPuller | None = None
         self.intake: IntakeWorker | None = None
+        self._admin_clients: dict[str, ShopifyAdminClient] = {}
 
     def notify_receipt(self) -> None:
         """Wake the intake worker of this process, if it runs here."""
@@ -54,6 +62,12 @@ class Runtime:
     def build_workers(self) -> None:
         workers = self.settings.workers
         processor = IntakeProcessor(self.database, self.channels, self.settings.routing)
+        clients = admin_clients(self.settings.shopify)
+        self._admin_clients = clients
+        if clients:
+            self.puller = OrderPuller(
+                self.database, clients, self.settings.shopify, on_stored=self.notify_receipt
+            )
         self.intake = IntakeWorker(
             self.database,
             processor,
@@ -62,6 +76,7 @@ class Runtime:
             poll_interval=workers.poll_interval_seconds,
             batch_size=workers.intake_batch_size,
             on_queued=self.notify_target,
+            rereader=OrderRereader(self.database, clients) if clients else None,
         )
         for name, target in self.settings.targets.items():
             budget = TargetBudget(name, target)
@@ -77,6 +92,45 @@ class Runtime:
                 lease_seconds=workers.lease_seconds,
                 poll_interval=workers.poll_interval_seconds,
             )
+            reader = self._reader(name, spoke)
+            if reader is not None:
+                self.readers[name] = reader
+        self.pushes = self._push_worker(clients)
+
+    def _reader(self, name: str, spoke: ErpSpoke) -> ReadBackWorker | None:
+        """Build the read-back worker of a target whose spoke can be read back."""
+        from entrepot.spokes.tryton.readback import TrytonReadBack
+        from entrepot.spokes.tryton.spoke import TrytonSpoke
+
+        if not isinstance(spoke, TrytonSpoke):
+            return None
+        tryton = self.settings.targets[name].tryton
+        return ReadBackWorker(
+            name,
+            TrytonReadBack(spoke.rpc, tryton.warehouse_code),
+            self.database,
+            self.settings.shopify,
+            interval=tryton.poll_interval_seconds,
+            overlap=tryton.poll_overlap_seconds,
+            on_pushed=self.notify_pushes,
+        )
+
+    def _push_worker(self, clients: dict[str, ShopifyAdminClient]) -> ChannelPushWorker | None:
+        if not clients:
+            return None
+        workers = self.settings.workers
+        return ChannelPushWorker(
+            self.database,
+            self.settings.shopify,
+            clients,
+            owner=self.owner,
+            lease_seconds=workers.lease_seconds,
+            poll_interval=workers.poll_interval_seconds,
+        )
+
+    def notify_pushes(self) -> None:
+        if self.pushes is not None:
+            self.pushes.wake.set()
 
     async def run_workers(self, stopping: asyncio.Event) -> None:
         """Run every worker until ``stopping`` is set, then close the spokes."""
@@ -84,11 +138,18 @@ class Runtime:
             self.build_workers()
         assert self.intake is not None
         runs = [self.intake.run(stopping)] + [w.run(stopping) for w in self.targets.values()]
+        runs += [reader.run(stopping) for reader in self.readers.values()]
+        if self.pushes is not None:
+            runs.append(self.pushes.run(stopping))
+        if self.puller is not None:
+            runs.append(self.puller.run(stopping))
         try:
             await asyncio.gather(*runs)
         finally:
             for spoke in self._erp_spokes.values():
                 await spoke.aclose()
+            for client in self._admin_clients.values():
+                await client.aclose()
 
     def close(self) -> None:
         """Commit the waiting receipts and release the store; safe to call twice."""

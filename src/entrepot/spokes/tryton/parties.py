@@ -69,6 +69,7 @@ class PartyDirectory:
         self._database = database
         self._owner = owner
         self._locks: dict[str, asyncio.Lock] = {}
+        self._create_lock = asyncio.Lock()
 
     async def for_order(self, order: SalesOrder, guest_party: int | None) -> OrderParty:
         """Return the order's party and addresses, creating what Tryton lacks."""
@@ -123,7 +124,10 @@ class PartyDirectory:
         ]
         if contacts:
             values["contact_mechanisms"] = [["create", contacts]]
-        (party,) = await self._rpc.model("party.party", "create", [values])
+        # One party at a time: Tryton numbers parties from a sequence that two
+        # concurrent creates can draw the same number from.
+        async with self._create_lock:
+            (party,) = await self._rpc.model("party.party", "create", [values])
         log.info("Created party %d in %s for a new customer.", party, self._target)
         return int(party)
 

@@ -47,6 +47,8 @@ T = TypeVar("T")
 Outcome = SubmitResult | DeliveryFailure
 
 CONFIRMED_STATES = frozenset({"confirmed", "processing", "done"})
+# The end of Tryton's message for a unique key that a concurrent write took first.
+UNIQUE_CLASH = "must be unique."
 
 
 class TrytonSpoke:
@@ -283,6 +285,10 @@ async def _split_on_refusal(
 
 
 def _refusal(exc: TrytonError, step: str) -> DeliveryFailure:
+    if exc.is_user_error and UNIQUE_CLASH in exc.message:
+        # Two writers took the same number from a sequence (a party code, say); the
+        # one that lost tries again and draws the next number.
+        return RetryLater(f"Tryton refused to {step} the sale: {exc.message}")
     if exc.is_user_error:
         return PermanentFailure(
             f"Tryton refused to {step} the sale: {exc.message}",
