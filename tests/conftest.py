@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import EXAMPLE_SKUS, SHARED_SAMPLES, ErpSim
+from tests.shopsim import ShopSim, running_shop
 
 
 @pytest.fixture
@@ -23,3 +24,10 @@ def erp(tmp_path: Path) -> Iterator[ErpSim]:
     sim.add_items(*EXAMPLE_SKUS)
     yield sim
     sim.close()
+
+
+@pytest.fixture
+def shop() -> Iterator[ShopSim]:
+    """A simulated Shopify shop's Admin API, on a loopback port."""
+    with running_shop() as sim:
+        yield sim

@@ -1,0 +1,58 @@
+"""Reading Tryton back: stock per warehouse, a customer's price, sales changed since."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+from pathlib import Path
+
+from entrepot.spokes.tryton.readback import TrytonReadBack
+from entrepot.spokes.tryton.server import TrytonServer
+from tests.tryton.helpers import make_spoke, order_of_customer, party_of_sale, store
+from tests.tryton.shipping import ship_sale
+
+
+async def test_stock_price_and_shipments_read_back(tryton: TrytonServer, tmp_path: Path) -> None:
+    spoke = make_spoke(tryton, store(tmp_path / "store.db"))
+    readback = TrytonReadBack(spoke.rpc, "WH")
+    try:
+        products = await spoke.references.products(["ACME-BOLT-M8"])
+        bolt = products["ACME-BOLT-M8"].id
+        (before,) = await readback.stock_levels([bolt])
+
+        order = order_of_customer(870001, 970001)  # 2 x ACME-BOLT-M8
+        result = await spoke.submit_order(order, look_up_first=False)
+        sale_id = int(result.erp_id)
+        await ship_sale(spoke.rpc, sale_id, "TRACK-870001")
+        (after,) = await readback.stock_levels([bolt])
+
+        sales = await readback.changed_sales(dt.datetime(2000, 1, 1))
+        (progress,) = [sale for sale in sales if sale.sale_id == sale_id]
+        (shipment,) = await readback.shipments_done(progress.shipments)
+        changed, newest = await readback.stock_changed_since(dt.datetime(2000, 1, 1))
+
+        party = await party_of_sale(spoke, sale_id)
+        (wholesale,) = await spoke.rpc.model(
+            "product.price_list", "search", [["name", "=", "Wholesale"]], 0, 1, None
+        )
+        list_price = await readback.price(bolt, party, Decimal(5))
+        await spoke.rpc.model("party.party", "write", [party], {"sale_price_list": wholesale})
+        wholesale_price = await readback.price(bolt, party, Decimal(5))
+    finally:
+        await spoke.aclose()
+
+    assert (before.sku, before.warehouse, before.on_hand, before.forecast) == (
+        "ACME-BOLT-M8",
+        "WH",
+        Decimal("1000.0"),
+        Decimal("1000.0"),
+    )
+    assert (after.on_hand, after.forecast) == (Decimal("998.0"), Decimal("998.0"))
+    assert progress.reference == order.external_id
+    assert progress.shipment_state == "sent"
+    assert shipment.tracking_number == "TRACK-870001"
+    assert shipment.lines == (("ACME-BOLT-M8", 2),)
+    assert "ACME-BOLT-M8" in {level.sku for level in changed}
+    assert newest is not None
+    assert list_price == Decimal("14.50")
+    assert wholesale_price == Decimal("13.05")
