@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import importlib.util
 import json
 from enum import StrEnum
 from pathlib import Path
@@ -177,6 +178,11 @@ def shopify_sim(
     serve(settings)
 
 
+class DemoErpKind(StrEnum):
+    SIMULATOR = "simulator"
+    TRYTON = "tryton"
+
+
 @app.command()
 def demo(
     orders: Annotated[
@@ -194,14 +200,33 @@ def demo(
     data_dir: Annotated[
         Path | None, typer.Option(help="Keep the demo's data here instead of a temporary folder.")
     ] = None,
+    erp: Annotated[
+        DemoErpKind,
+        typer.Option(
+            help="The ERP to post to: the ERP simulator, or a real Tryton started here "
+            "(needs the tryton extra: pip install 'entrepot[tryton]')."
+        ),
+    ] = DemoErpKind.SIMULATOR,
 ) -> None:
-    """Replay signed Shopify webhooks into a hub posting to the ERP simulator."""
+    """Replay signed Shopify webhooks into a hub posting to an ERP."""
     from entrepot.demo.runner import run_demo
 
     configure_logging("WARNING")
+    if erp is DemoErpKind.TRYTON and importlib.util.find_spec("trytond") is None:
+        _fail(
+            "Demo not started: --erp tryton needs Tryton; install it with "
+            "pip install 'entrepot[tryton]', or run scripts/demo --erp tryton.",
+            code=2,
+        )
     try:
-        passed = run_demo(orders_dir=orders, as_json=as_json, data_dir=data_dir, console=console)
-    except (FileNotFoundError, ValueError) as exc:
+        passed = run_demo(
+            orders_dir=orders,
+            as_json=as_json,
+            data_dir=data_dir,
+            console=console,
+            erp_kind=erp.value,
+        )
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
         _fail(f"Demo not started: {exc}", code=2)
     raise typer.Exit(0 if passed else 1)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from entrepot.spokes.tryton.readback import TrytonReadBack
 from entrepot.spokes.tryton.server import TrytonServer
+from entrepot.spokes.tryton.warehouse import ship_sale
 from tests.tryton.helpers import make_spoke, order_of_customer, party_of_sale, store
-from tests.tryton.shipping import ship_sale
 
 
 async def test_stock_price_and_shipments_read_back(tryton: TrytonServer, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy import delete, func, select
 from entrepot.config import Settings, load_settings
 from entrepot.spokes.tryton.server import TrytonServer
 from entrepot.spokes.tryton.spoke import TrytonSpoke
+from entrepot.spokes.tryton.warehouse import post_invoices, ship_sale
 from entrepot.store.tables import ChannelPush, ErpEvent, PollCursor
 from tests.harness import (
     SECRET,
@@ -21,7 +22,6 @@ from tests.harness import (
     wait_until,
 )
 from tests.shopsim import ShopSim
-from tests.tryton.shipping import post_invoices, ship_sale
 
 TRACKING = "1Z999AA10123456784"
 

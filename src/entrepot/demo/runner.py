@@ -1,7 +1,8 @@
-"""Run the demo: start the ERP simulator and a hub, replay the story, report.
+"""Run the demo: start an ERP and a hub, replay the story, report.
 
-Both run as child processes on free loopback ports, with their data in a
-temporary folder (or ``--data-dir``), so the demo leaves nothing behind.
+The ERP is the ERP simulator, or a real Tryton with a Shopify shop simulator beside
+it. All run on free loopback ports, with their data in a temporary folder (or
+``--data-dir``), so the demo leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ from typing import Any
 import httpx
 from rich.console import Console
 
+from entrepot.demo.erps import DemoErp, demo_erp
 from entrepot.demo.processes import ChildProcess, free_port
 from entrepot.demo.report import OrderOutcome, print_report
 from entrepot.demo.story import (
+    ACME,
     NORDWERK,
+    UNKNOWN_TO_ERP,
     Outage,
-    Story,
     WaitForState,
     Webhook,
     built_in_story,
@@ -37,23 +40,30 @@ DRAIN_TIMEOUT_SECONDS = 120.0
 @dataclass
 class DemoEnvironment:
     hub_url: str
-    erp_url: str
+    erp: DemoErp
     app_secret: str
     shop_secrets: dict[str, str]
 
 
 def run_demo(
-    *, orders_dir: Path | None, as_json: bool, data_dir: Path | None, console: Console
+    *,
+    orders_dir: Path | None,
+    as_json: bool,
+    data_dir: Path | None,
+    console: Console,
+    erp_kind: str = "simulator",
 ) -> bool:
     """Run the story and print what happened; returns whether it went as expected."""
     story = story_from_folder(orders_dir) if orders_dir else built_in_story()
     if data_dir is not None and data_dir.exists() and any(data_dir.iterdir()):
         raise ValueError(f"--data-dir {data_dir} is not empty; the demo needs a fresh folder")
+    erp = demo_erp(erp_kind)
     with ExitStack() as stack:
         folder = data_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        environment = _start(folder, stack, console, quiet=as_json, kept=data_dir is not None)
+        environment = _start(folder, stack, erp, console, quiet=as_json, kept=data_dir is not None)
+        unknown = UNKNOWN_TO_ERP if orders_dir is None else frozenset()
+        erp.carry(story, unknown)
         with httpx.Client(timeout=10.0) as client:
-            _seed_items(client, environment, story)
             started = time.monotonic()
             for step in story.steps:
                 _play(client, environment, step, console, quiet=as_json)
@@ -61,41 +71,31 @@ def run_demo(
             drain_seconds = time.monotonic() - started
             outcomes = [_outcome(client, environment.hub_url, item) for item in story.expected]
             summary = client.get(f"{environment.hub_url}/api/summary").json()
+            finale = erp.finale(environment.hub_url, client)
     passed = all(outcome.as_expected for outcome in outcomes)
     passed = passed and summary["duplicates_ignored"] == story.duplicates
+    passed = passed and (finale is None or finale.as_expected)
     if as_json:
         print(json.dumps([outcome.as_dict() for outcome in outcomes], indent=2))
     else:
         print_report(console, outcomes, summary, story, drain_seconds)
+        for line in finale.lines if finale else []:
+            console.print(line)
     return passed
 
 
 def _start(
-    folder: Path, stack: ExitStack, console: Console, *, quiet: bool, kept: bool
+    folder: Path, stack: ExitStack, erp: DemoErp, console: Console, *, quiet: bool, kept: bool
 ) -> DemoEnvironment:
-    erp_port, hub_port = free_port(), free_port()
+    hub_port = free_port()
     environment = DemoEnvironment(
         hub_url=f"http://127.0.0.1:{hub_port}",
-        erp_url=f"http://127.0.0.1:{erp_port}",
+        erp=erp,
         app_secret=secrets.token_hex(16),
         shop_secrets={NORDWERK: secrets.token_hex(16)},
     )
+    erp_url = erp.start(folder, stack)
     config = _write_config(folder, environment)
-
-    erp = ChildProcess(
-        "ERP simulator",
-        [
-            "erp-sim",
-            "--port",
-            str(erp_port),
-            "--data-dir",
-            str(folder / "erp"),
-            "--concurrency",
-            "4",
-        ],
-        folder / "erp-sim.log",
-    )
-    stack.callback(erp.stop)
     hub = ChildProcess(
         "hub",
         [
@@ -110,12 +110,11 @@ def _start(
         folder / "hub.log",
     )
     stack.callback(hub.stop)
-    erp.wait_until_healthy(f"{environment.erp_url}/_sim/health")
     hub.wait_until_healthy(f"{environment.hub_url}/healthz")
     if not quiet:
         console.print(
-            f"Hub at {environment.hub_url}, ERP simulator at {environment.erp_url}, "
-            f"data in {folder}" + ("" if kept else " (removed at exit; --data-dir keeps it)")
+            f"Hub at {environment.hub_url}, {erp.name} at {erp_url}, data in {folder}"
+            + ("" if kept else " (removed at exit; --data-dir keeps it)")
         )
     return environment
 
@@ -124,32 +123,22 @@ def _write_config(folder: Path, environment: DemoEnvironment) -> Path:
     lines = [
         "[shopify]",
         f'webhook_secret = "{environment.app_secret}"',
+        "pull_interval_seconds = 3600",
         "",
-        "[targets.erp]",
-        'kind = "netsuite"',
-        f'base_url = "{environment.erp_url}"',
-        "requests_per_second = 20",
-        "max_concurrency = 4",
-        "timeout_seconds = 5",
-        "max_attempts = 10",
-        "backoff_initial_seconds = 0.3",
-        "backoff_max_seconds = 2",
-        "circuit_failure_threshold = 50",
+        *environment.erp.config_lines(),
         "",
         "[workers]",
         "poll_interval_seconds = 0.2",
     ]
+    shop_lines = getattr(environment.erp, "shop_lines", None)
+    if shop_lines is not None:
+        lines += ["", f'[shopify.shops."{ACME}"]', *shop_lines()]
     for shop, secret in environment.shop_secrets.items():
         lines += ["", f'[shopify.shops."{shop}"]', f'webhook_secret = "{secret}"']
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "entrepot.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def _seed_items(client: httpx.Client, environment: DemoEnvironment, story: Story) -> None:
-    items = [{"sku": sku, "name": sku} for sku in sorted(story.erp_items)]
-    client.post(f"{environment.erp_url}/_sim/items", json={"items": items}).raise_for_status()
 
 
 def _play(
@@ -168,12 +157,9 @@ def _play(
             )
         _send(client, environment, step)
     elif isinstance(step, Outage):
+        described = environment.erp.outage(step.seconds)
         if not quiet:
-            console.print(f"ERP outage: 503 for {step.seconds:g} s.")
-        client.post(
-            f"{environment.erp_url}/_sim/faults",
-            json={"kind": "unavailable", "seconds": step.seconds, "retry_after": 1},
-        ).raise_for_status()
+            console.print(described)
     elif isinstance(step, WaitForState):
         _wait_for_state(client, environment.hub_url, step)
 

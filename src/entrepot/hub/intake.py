@@ -75,13 +75,23 @@ class IntakeProcessor:
                 )
                 return IntakeResult("lost", "taken over by another worker")
 
-    def supersede(self, receipt: Receipt, outcome: str) -> IntakeResult:
-        """Finish a receipt that another receipt of the same order takes the place of."""
+    def supersede(self, receipt: Receipt, channel_order_id: str, outcome: str) -> IntakeResult:
+        """Finish a receipt that another receipt of the same order takes the place of,
+        linking it to the order if the order is stored already."""
+
+        def finish(session: Session) -> IntakeResult:
+            order = session.scalars(
+                select(Order).filter_by(
+                    channel=receipt.channel,
+                    account=receipt.account,
+                    channel_order_id=channel_order_id,
+                )
+            ).first()
+            return _finish(session, receipt, "ignored", outcome, order)
+
         with correlation_scope(receipt.correlation_id):
             try:
-                return self._database.write(
-                    lambda session: _finish(session, receipt, "ignored", outcome)
-                )
+                return self._database.write(finish)
             except LeaseLostError:
                 return IntakeResult("lost", "taken over by another worker")
 

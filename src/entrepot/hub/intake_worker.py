@@ -84,7 +84,7 @@ class IntakeWorker:
             f"superseded by receipt {current.receipt_id}, the order as re-read from the "
             "Admin API" + (" (a version already received)" if current.duplicate else "")
         )
-        await asyncio.to_thread(self._processor.supersede, receipt, outcome)
+        await asyncio.to_thread(self._processor.supersede, receipt, current.order_id, outcome)
         self.wake.set()
         return True
 

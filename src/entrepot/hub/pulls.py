@@ -16,6 +16,7 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from entrepot.config import ShopifySettings
@@ -64,6 +65,15 @@ def store_pulled_order(
     return database.write(lambda session: add_receipt(session, envelope, body))
 
 
+@dataclass(frozen=True)
+class Reread:
+    """The receipt that holds an order as re-read, and whether it was stored before."""
+
+    receipt_id: int
+    duplicate: bool
+    order_id: str
+
+
 class OrderRereader:
     """Reads the current order for an orders/updated webhook before it is applied."""
 
@@ -79,7 +89,7 @@ class OrderRereader:
             and receipt.account in self._clients
         )
 
-    async def reread(self, receipt: Receipt) -> StoredReceipt | None:
+    async def reread(self, receipt: Receipt) -> Reread | None:
         """Store the current order as a receipt of its own and return it, or None when
         it cannot be read (the webhook's own body is applied then)."""
         order_id = _order_id(receipt.body)
@@ -96,9 +106,10 @@ class OrderRereader:
             )
             return None
         order = json.loads(body)["order"]
-        return await asyncio.to_thread(
+        stored = await asyncio.to_thread(
             store_pulled_order, self._database, receipt.account, body, order, "re-read"
         )
+        return Reread(stored.receipt_id, stored.duplicate, str(order_id))
 
 
 class OrderPuller:
