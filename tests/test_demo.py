@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.harness import example_order, order_body
+from tests.tryton.conftest import require_trytond
 
 
 def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
@@ -69,3 +73,37 @@ def test_demo_fails_on_unexpected_outcome(tmp_path: Path) -> None:
     assert "line_items[0].quantity" in outcomes["9501"]["reason"]
     assert outcomes["9501"]["as_expected"] is False
     assert outcomes["9502"]["state"] == "accepted"
+
+
+@pytest.mark.slow
+def test_demo_on_tryton_ships_an_order_back_to_the_shop() -> None:
+    require_trytond()
+    result = subprocess.run(
+        [sys.executable, "-m", "entrepot", "demo", "--erp", "tryton"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, "COLUMNS": "120"},
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {
+        cells[0]: cells[1]
+        for line in result.stdout.splitlines()
+        if line.startswith("│ #")
+        for cells in [[cell.strip() for cell in line.strip("│").split("│")]]
+    }
+    assert rows == {
+        "#1001": "accepted",
+        "#1002": "accepted",
+        "#1003": "rejected",
+        "#1004": "accepted",
+        "#1005": "accepted",
+        "#1006": "cancelled",
+        "#1099": "rejected",
+    }
+    assert "unknown SKU 'ACME-DRILL-6'" in result.stdout
+    assert "ERP outage: Tryton stopped for 4 s." in result.stdout
+    assert "with tracking number 1Z999AA10123456784" in result.stdout
+    assert "#1001 is now shipped in entrepot" in result.stdout
