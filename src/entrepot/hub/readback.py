@@ -44,7 +44,7 @@ INVOICE_POSTED = "invoice.posted"
 
 @dataclass
 class PollSummary:
-    """What one poll found: counts of new events and of changed inventory positions."""
+    """The counts of one poll: new events, changed inventory positions, pushes queued."""
 
     sales: int = 0
     shipments: int = 0

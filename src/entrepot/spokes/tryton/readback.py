@@ -1,4 +1,4 @@
-"""What Tryton did with the sales: shipments done, invoices posted, stock, prices.
+"""Read-back from Tryton: shipments done, invoices posted, stock and prices.
 
 Tryton sends no webhooks, so all of it is read by polling with a cursor on
 ``write_date`` (or ``create_date`` for a record never written since). Times are

@@ -41,7 +41,8 @@ class SaleDraft:
 
 
 def sale_reference(order: SalesOrder) -> str:
-    """The sale's reference in Tryton: the order's external id, which a retry searches."""
+    """Return the sale's reference in Tryton: the order's external id, which a retry
+    searches for."""
     return order.external_id
 
 
@@ -78,7 +79,7 @@ async def draft_sale(order: SalesOrder, party: OrderParty, references: Reference
 
 
 def adjustment_line(product: Product, difference: Decimal) -> dict[str, Any]:
-    """A line without taxes that brings the sale's total to the channel's."""
+    """Build a line without taxes that brings the sale's total to the channel's."""
     return {
         "product": product.id,
         "unit": product.unit,
