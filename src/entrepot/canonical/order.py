@@ -194,6 +194,16 @@ class SalesOrder(BaseModel):
         return f"{self.channel}:{self.channel_account}:{self.channel_order_id}"
 
     @property
+    def customer_external_id(self) -> str | None:
+        """The id an ERP keeps the order's customer by (channel, account and the
+        channel's customer id), or None for an order without a customer."""
+        if self.customer is None:
+            return None
+        system = f"{self.channel}:{self.channel_account}"
+        channel_id = self.customer.external_id_for(system) or self.customer.external_ids[0].id
+        return f"{system}:{channel_id}"
+
+    @property
     def total(self) -> Money:
         return self.totals.total.shop_money
 

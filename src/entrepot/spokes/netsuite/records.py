@@ -21,11 +21,7 @@ PAYMENT_STATUS_FIELD = "custbody_payment_status"
 
 def customer_external_id(order: SalesOrder) -> str | None:
     """Return the ERP external id of the order's customer, if it has one."""
-    if order.customer is None:
-        return None
-    system = f"{order.channel}:{order.channel_account}"
-    channel_id = order.customer.external_id_for(system) or order.customer.external_ids[0].id
-    return f"{system}:{channel_id}"
+    return order.customer_external_id
 
 
 def address_label(address: Address) -> str:

@@ -43,15 +43,6 @@ class OrderParty:
     notes: list[str] = field(default_factory=list)
 
 
-def party_key(order: SalesOrder) -> str | None:
-    """Return the identifier of the order's customer in the ERP, or None for a guest."""
-    if order.customer is None:
-        return None
-    system = f"{order.channel}:{order.channel_account}"
-    channel_id = order.customer.external_id_for(system) or order.customer.external_ids[0].id
-    return f"{system}:{channel_id}"
-
-
 class PartyDirectory:
     """Finds or creates the party and addresses of each order."""
 
@@ -73,7 +64,7 @@ class PartyDirectory:
 
     async def for_order(self, order: SalesOrder, guest_party: int | None) -> OrderParty:
         """Return the order's party and addresses, creating what Tryton lacks."""
-        key = party_key(order)
+        key = order.customer_external_id
         if key is None:
             if guest_party is None:
                 raise ValueError("an order without a customer needs a guest party")
