@@ -103,8 +103,12 @@ async def test_shipment_in_tryton_reaches_the_shop_once(
         pushed = session.scalar(
             select(func.count()).select_from(ChannelPush).where(ChannelPush.kind == "fulfillment")
         )
+        dead = session.scalar(
+            select(func.count()).select_from(ChannelPush).where(ChannelPush.status == "dead")
+        )
     assert events == 1
     assert pushed == 1
+    assert dead == 0
     bolt = [level for level in levels if level["available"] is not None]
     assert [level["available"] for level in bolt] == [998]
     assert other["state"] == "accepted"

@@ -48,3 +48,18 @@ async def test_totals_match_the_channel(tryton: TrytonServer, tmp_path: Path, na
     assert row["state"] in {"confirmed", "processing"}
     assert row["currency."]["code"] == order.currency
     assert row["total_amount"] == order.total.amount
+
+
+async def test_expired_session_logs_in_again(tryton: TrytonServer, tmp_path: Path) -> None:
+    spoke = make_spoke(tryton, store(tmp_path / "store.db"))
+    try:
+        first = await spoke.references.currency("USD")
+        spoke.rpc._authorization = "Session " + "bm90LWEtc2Vzc2lvbg=="  # not a session
+        ids = await spoke.rpc.model(
+            "currency.currency", "search", [["code", "=", "USD"]], 0, 1, None
+        )
+    finally:
+        await spoke.aclose()
+
+    assert ids == [first]
+    assert spoke.rpc._authorization != "Session bm90LWEtc2Vzc2lvbg=="

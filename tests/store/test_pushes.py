@@ -1,0 +1,57 @@
+"""The channel push queue: a newer inventory level replaces the one still waiting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import select
+
+from entrepot.store import pushes
+from entrepot.store.database import Database
+from entrepot.store.migrate import upgrade_to_head
+from entrepot.store.tables import ChannelPush
+
+SHOP = "acme-fasteners.myshopify.com"
+
+
+def _database(tmp_path: Path) -> Database:
+    database = Database(f"sqlite:///{tmp_path / 'store.db'}")
+    upgrade_to_head(database)
+    return database
+
+
+def _level(database: Database, available: int) -> bool:
+    payload = {"sku": "SKU-C", "location_id": 1, "available": available}
+    return database.write(
+        lambda session: pushes.enqueue_push(
+            session, "shopify", SHOP, pushes.INVENTORY, "SKU-C@1", payload
+        )
+    )
+
+
+def test_newer_level_replaces_the_waiting_one(tmp_path: Path) -> None:
+    database = _database(tmp_path)
+
+    queued = [_level(database, quantity) for quantity in (10, 8, 6, 4)]
+
+    with database.read() as session:
+        rows = list(session.scalars(select(ChannelPush)))
+    assert queued == [True, False, False, False]
+    assert len(rows) == 1
+    assert rows[0].payload["available"] == 4
+
+
+def test_level_changed_while_sending_queues_one_follow_up(tmp_path: Path) -> None:
+    database = _database(tmp_path)
+    _level(database, 10)
+    (claimed,) = database.write(lambda session: pushes.claim_pushes(session, "w1", 30, 10))
+
+    follow_ups = [_level(database, quantity) for quantity in (9, 7)]
+
+    with database.read() as session:
+        rows = {
+            row.status: row.payload["available"] for row in session.scalars(select(ChannelPush))
+        }
+    assert claimed.payload["available"] == 10
+    assert follow_ups == [True, False]
+    assert rows == {pushes.IN_FLIGHT: 10, pushes.PENDING: 7}
