@@ -13,6 +13,8 @@ import pytest
 
 import entrepot
 from entrepot.canonical import InvalidInputError, MoneySet, SalesOrder, derive_totals
+from entrepot.config import load_settings
+from entrepot.spokes.shopify.channel import ShopifyChannel
 from entrepot.spokes.shopify.mapping import map_order, parse_order_body
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -21,6 +23,8 @@ SHOPIFY_SAMPLES = SAMPLES / "shopify"
 DEMO = Path(entrepot.__file__).resolve().parent / "demo"
 DEMO_ORDERS = sorted((DEMO / "orders").glob("*.json"))
 SHOP = "entrepot-demo.myshopify.com"
+# Valid JSON nested far deeper than Python's recursion limit lets json parse.
+DEEP_BODY = b'{"a":' * 200_000 + b"1" + b"}" * 200_000
 
 
 def _sample_params() -> list[Any]:
@@ -432,6 +436,21 @@ def test_invalid_utf8_rejected() -> None:
     [error] = caught.value.errors
     assert error.path == "body"
     assert error.reason.startswith("invalid UTF-8")
+
+
+def test_deeply_nested_json_rejected() -> None:
+    with pytest.raises(InvalidInputError) as caught:
+        parse_order_body(DEEP_BODY)
+
+    [error] = caught.value.errors
+    assert error.path == "body"
+    assert error.reason == "invalid JSON: nested too deeply to parse"
+
+
+def test_order_reference_of_deep_body_is_none() -> None:
+    channel = ShopifyChannel(load_settings())
+    assert channel.order_reference("orders/create", DEEP_BODY) is None
+    assert channel.order_reference("refunds/create", DEEP_BODY) is None
 
 
 @pytest.mark.parametrize(

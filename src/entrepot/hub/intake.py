@@ -32,6 +32,11 @@ INTAKE_REMEDY = (
     "Correct the named fields in the channel, or fix the mapping, "
     "then retry this dead letter to replay the original message."
 )
+FAILURE_REMEDY = (
+    "Processing this message raised an unexpected error, which is a bug in entrepot "
+    "or in a spoke. Report it with the logged traceback; once it is fixed, retry this "
+    "dead letter to replay the original message."
+)
 
 
 @dataclass(frozen=True)
@@ -62,18 +67,21 @@ class IntakeProcessor:
         self._routing = routing
 
     def process(self, receipt: Receipt) -> IntakeResult:
-        """Process one claimed receipt. Bad input becomes a recorded rejection, not an
-        exception."""
+        """Process one claimed receipt and record its outcome.
+
+        Bad input becomes a recorded rejection. Any other error becomes a recorded
+        failure with a dead letter, written in a transaction of its own, so the
+        receipt does not stay processing. Raises only when that write fails too;
+        the receipt's lease then runs out and the receipt is processed again.
+        """
         with correlation_scope(receipt.correlation_id):
             try:
                 return self._process(receipt)
             except LeaseLostError:
-                log.warning(
-                    "Receipt %r was taken over by another worker; this worker's "
-                    "outcome was rolled back.",
-                    receipt.correlation_id,
-                )
-                return IntakeResult("lost", "taken over by another worker")
+                return _taken_over(receipt)
+            except Exception as exc:
+                log.exception("Processing receipt %r failed unexpectedly.", receipt.correlation_id)
+                return self._record_failure(receipt, exc)
 
     def supersede(self, receipt: Receipt, channel_order_id: str, outcome: str) -> IntakeResult:
         """Finish a receipt that another receipt of the same order takes the place of,
@@ -105,12 +113,12 @@ class IntakeProcessor:
         try:
             message = spoke.interpret(receipt.topic, receipt.account, receipt.body)
         except InvalidInputError as exc:
-            return self._reject(receipt, exc, spoke.order_reference(receipt.topic, receipt.body))
+            return self._reject(receipt, exc, _order_reference(spoke, receipt))
         except Exception as exc:
             # A bug in a mapping must cost one message, not the worker.
             log.exception("Mapping receipt %r failed unexpectedly.", receipt.correlation_id)
             error = InvalidInputError.single("", f"mapping failed: {exc!r}")
-            return self._reject(receipt, error, spoke.order_reference(receipt.topic, receipt.body))
+            return self._reject(receipt, error, _order_reference(spoke, receipt))
         return self._apply_message(receipt, message)
 
     def _apply_message(self, receipt: Receipt, message: ChannelMessage) -> IntakeResult:
@@ -194,6 +202,50 @@ class IntakeProcessor:
             return _finish(session, receipt, "failed", "rejected", order, error=str(error))
 
         return self._database.write(work)
+
+    def _record_failure(self, receipt: Receipt, exc: Exception) -> IntakeResult:
+        """Finish the receipt as failed, with a dead letter, after an unexpected error.
+
+        The order is left alone, because the error may come from the very rows that
+        marking it would write.
+        """
+        reason = f"processing failed: {exc!r}"
+
+        def work(session: Session) -> IntakeResult:
+            add_dead_letter(
+                session,
+                correlation_id=receipt.correlation_id,
+                stage="intake",
+                kind="permanent",
+                receipt_id=receipt.id,
+                reason=reason,
+                remedy=FAILURE_REMEDY,
+                error_code="internal_error",
+            )
+            return _finish(session, receipt, "failed", "processing failed", error=reason)
+
+        try:
+            return self._database.write(work)
+        except LeaseLostError:
+            return _taken_over(receipt)
+
+
+def _taken_over(receipt: Receipt) -> IntakeResult:
+    log.warning(
+        "Receipt %r was taken over by another worker; this worker's outcome was rolled back.",
+        receipt.correlation_id,
+    )
+    return IntakeResult("lost", "taken over by another worker")
+
+
+def _order_reference(spoke: ChannelSpoke, receipt: Receipt) -> OrderReference | None:
+    """Read the order's reference for a rejection; a spoke that fails to read it
+    costs the link to the order, not the rejection."""
+    try:
+        return spoke.order_reference(receipt.topic, receipt.body)
+    except Exception:
+        log.exception("Reading the order reference of receipt %r failed.", receipt.correlation_id)
+        return None
 
 
 def _rejected_order(

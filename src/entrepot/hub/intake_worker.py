@@ -61,16 +61,28 @@ class IntakeWorker:
         heartbeat = asyncio.create_task(self._renew_leases(unfinished))
         try:
             for receipt in receipts:
-                if await self._superseded(receipt):
+                try:
+                    await self._process_one(receipt)
+                except Exception:
+                    # Even recording the failure failed. The rest of the batch goes
+                    # on, and this receipt is claimed again once its lease runs out.
+                    log.exception(
+                        "Processing receipt %r failed; it is processed again once its "
+                        "lease runs out.",
+                        receipt.correlation_id,
+                    )
+                finally:
                     unfinished.remove(receipt.id)
-                    continue
-                result = await asyncio.to_thread(self._processor.process, receipt)
-                unfinished.remove(receipt.id)
-                if result.queued_target is not None:
-                    self._on_queued(result.queued_target)
         finally:
             heartbeat.cancel()
         return bool(receipts)
+
+    async def _process_one(self, receipt: Receipt) -> None:
+        if await self._superseded(receipt):
+            return
+        result = await asyncio.to_thread(self._processor.process, receipt)
+        if result.queued_target is not None:
+            self._on_queued(result.queued_target)
 
     async def _superseded(self, receipt: Receipt) -> bool:
         """Re-read the order of an update webhook; return True when the order as read

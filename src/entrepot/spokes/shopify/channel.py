@@ -37,9 +37,14 @@ class ShopifyChannel:
         return ChannelMessage("ignored", order_id, note=f"topic {topic} not handled")
 
     def order_reference(self, topic: str, body: bytes) -> OrderReference | None:
+        """Return the order's id and number, or None for a body without readable ones.
+
+        Never raises, because intake calls it while it handles a failure.
+        """
         try:
             payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, RecursionError):
+            # ValueError covers invalid JSON and invalid UTF-8 alike.
             return None
         if isinstance(payload, dict) and isinstance(payload.get("order"), dict):
             payload = payload["order"]

@@ -57,11 +57,14 @@ def parse_order_body(body: bytes) -> dict[str, Any]:
     """Parse a webhook or REST response body into the order object.
 
     A body of the form ``{"order": {...}}`` is unwrapped, whatever else sits beside
-    ``order``. Raises `InvalidInputError`
-    with path ``body`` when the body is not valid JSON or not a JSON object.
+    ``order``. Raises `InvalidInputError` with path ``body`` when the body is not
+    valid JSON, is nested deeper than Python's recursion limit lets `json` parse,
+    or is not a JSON object.
     """
     try:
         data = json.loads(body, parse_constant=_reject_constant, parse_float=Decimal)
+    except RecursionError as exc:
+        raise InvalidInputError.single("body", "invalid JSON: nested too deeply to parse") from exc
     except UnicodeDecodeError as exc:
         raise InvalidInputError.single(
             "body", f"invalid UTF-8 at byte {exc.start}: {exc.reason}"
