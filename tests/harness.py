@@ -135,6 +135,15 @@ class Hub:
         result: dict[str, Any] = response.json()
         return result
 
+    async def state_of(self, key: str) -> str | None:
+        """Return the order's lifecycle state, or None while no order has that key."""
+        response = await self.client.get(f"/api/orders/{key}")
+        if response.status_code == 404:
+            return None
+        assert response.status_code == 200, response.text
+        state: str = response.json()["state"]
+        return state
+
     async def drained(self) -> bool:
         summary = await self.summary()
         receipts = summary["receipts"]

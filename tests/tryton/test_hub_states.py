@@ -89,5 +89,4 @@ async def _hold_customer(spoke: TrytonSpoke, identifier: str) -> tuple[int, int]
 
 
 async def _in_state(hub: Any, key: str, state: str) -> bool:
-    response = await hub.client.get(f"/api/orders/{key}")
-    return response.status_code == 200 and response.json()["state"] == state
+    return bool(await hub.state_of(key) == state)

@@ -71,8 +71,5 @@ async def test_tryton_restarted_mid_run_loses_nothing(
 
 
 async def _accepted(hub: Any, order_ids: Any) -> bool:
-    for order_id in order_ids:
-        view = await hub.order(str(order_id))
-        if view["state"] != "accepted":
-            return False
-    return True
+    states = [await hub.state_of(str(order_id)) for order_id in order_ids]
+    return all(state == "accepted" for state in states)

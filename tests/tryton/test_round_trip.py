@@ -115,5 +115,4 @@ async def test_shipment_in_tryton_reaches_the_shop_once(
 
 
 async def _state_is(hub: Any, key: str, state: str) -> bool:
-    order: dict[str, Any] = await hub.order(key)
-    return order["state"] == state
+    return bool(await hub.state_of(key) == state)
