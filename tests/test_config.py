@@ -84,3 +84,9 @@ def test_unknown_environment_section_rejected(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("ENTREPOT_SHOPFY__WEBHOOK_SECRET", "x")
     with pytest.raises(ValueError, match="ENTREPOT_SHOPFY__WEBHOOK_SECRET names no section"):
         load_settings()
+
+
+def test_body_limit_default_and_override(tmp_path: Path) -> None:
+    config = write(tmp_path / "e.toml", "[server]\nmax_body_bytes = 2048\n")
+    assert load_settings().server.max_body_bytes == 10 * 1024 * 1024
+    assert load_settings(config).server.max_body_bytes == 2048

@@ -33,10 +33,12 @@ class Section(BaseModel):
 
 
 class ServerSettings(Section):
-    """The HTTP server's listening address and port."""
+    """The HTTP server's listening address and port, and ``max_body_bytes``, the
+    largest webhook body it accepts. A larger body gets 413 and is not stored."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1)
 
 
 class ApiSettings(Section):

@@ -9,9 +9,19 @@ from typing import Any
 
 from entrepot.canonical import InvalidInputError
 from entrepot.config import Settings
-from entrepot.spokes.protocols import ChannelMessage, OrderReference, WebhookEnvelope
+from entrepot.spokes.protocols import (
+    ChannelMessage,
+    OrderReference,
+    WebhookEnvelope,
+    WebhookRejected,
+)
 from entrepot.spokes.shopify.mapping import map_order, parse_order_body
-from entrepot.spokes.shopify.webhooks import verify_webhook
+from entrepot.spokes.shopify.webhooks import (
+    HMAC_HEADER,
+    SHOP_HEADER,
+    TOPIC_HEADER,
+    verify_webhook,
+)
 
 ORDER_TOPICS = frozenset({"orders/create", "orders/updated", "orders/cancelled"})
 REFUND_TOPIC = "refunds/create"
@@ -22,6 +32,22 @@ class ShopifyChannel:
 
     def __init__(self, settings: Settings) -> None:
         self._shopify = settings.shopify
+
+    def check_headers(self, headers: Mapping[str, str]) -> None:
+        """Raise `WebhookRejected` for a request that `verify` would reject on its
+        headers alone, with the same reason and status, so its body is not read.
+
+        ``headers`` must have lower-case names.
+        """
+        shop = headers.get(SHOP_HEADER, "").strip().lower()
+        if not shop:
+            raise WebhookRejected("missing X-Shopify-Shop-Domain header")
+        if not headers.get(HMAC_HEADER, "").strip():
+            raise WebhookRejected("missing X-Shopify-Hmac-Sha256 header")
+        if not self._shopify.secrets_for(shop):
+            raise WebhookRejected(f"no webhook secret is configured for shop {shop!r}")
+        if not headers.get(TOPIC_HEADER, "").strip():
+            raise WebhookRejected("missing X-Shopify-Topic header", status_code=400)
 
     def verify(self, headers: Mapping[str, str], body: bytes) -> WebhookEnvelope:
         return verify_webhook(headers, body, self._shopify.secrets_for)
