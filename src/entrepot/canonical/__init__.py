@@ -1,7 +1,9 @@
-"""Business objects that no platform owns: money, customers, items, sales orders."""
+"""Business objects that no platform owns: money, customers, items, sales orders, and
+the shipments, invoices and inventory positions that come back from ERPs."""
 
 from entrepot.canonical.customer import Address, Customer, ExternalId
 from entrepot.canonical.errors import FieldError, InvalidInputError
+from entrepot.canonical.fulfillment import InventoryPosition, Invoice, Shipment, ShipmentLine
 from entrepot.canonical.item import Item
 from entrepot.canonical.money import CurrencyMismatchError, Money, MoneySet
 from entrepot.canonical.order import (
@@ -27,6 +29,8 @@ __all__ = [
     "ExternalId",
     "FieldError",
     "InvalidInputError",
+    "InventoryPosition",
+    "Invoice",
     "Item",
     "Money",
     "MoneySet",
@@ -34,6 +38,8 @@ __all__ = [
     "PaymentSummary",
     "ReconciliationDifference",
     "SalesOrder",
+    "Shipment",
+    "ShipmentLine",
     "ShippingCharge",
     "TaxLine",
     "Totals",

@@ -17,17 +17,12 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from entrepot.canonical import InventoryPosition, Invoice, Shipment
 from entrepot.config import ShopifySettings
 from entrepot.delivery.budget import TargetClosedError
 from entrepot.hub.lifecycle import OrderState, is_allowed, record, transition
 from entrepot.spokes.failures import DeliveryFailure
-from entrepot.spokes.tryton.readback import (
-    InvoicePosted,
-    SaleProgress,
-    ShipmentDone,
-    StockLevel,
-    TrytonReadBack,
-)
+from entrepot.spokes.tryton.readback import SaleProgress, TrytonReadBack
 from entrepot.spokes.tryton.rpc import TrytonError
 from entrepot.store import pushes, readback
 from entrepot.store.database import Database
@@ -129,8 +124,8 @@ class ReadBackWorker:
         self,
         session: Session,
         sale: SaleProgress,
-        shipments: list[ShipmentDone],
-        invoices: list[InvoicePosted],
+        shipments: list[Shipment],
+        invoices: list[Invoice],
         summary: PollSummary,
     ) -> bool:
         order = _order_of(session, sale.reference)
@@ -146,14 +141,9 @@ class ReadBackWorker:
         _follow_progress(session, order, sale, bool(invoices), self.target)
         return True
 
-    def _record_shipment(self, session: Session, order: Order, shipment: ShipmentDone) -> bool:
-        payload = {
-            "shipment": shipment.number,
-            "tracking_number": shipment.tracking_number,
-            "shipped_on": shipment.shipped_on.isoformat() if shipment.shipped_on else None,
-            "lines": [[sku, quantity] for sku, quantity in shipment.lines],
-        }
-        key = f"shipment:{shipment.shipment_id}"
+    def _record_shipment(self, session: Session, order: Order, shipment: Shipment) -> bool:
+        payload = shipment.model_dump(mode="json")
+        key = f"shipment:{shipment.erp_id}"
         if not readback.record_event(
             session, self.target, SHIPMENT_CONFIRMED, key, order.id, payload
         ):
@@ -174,13 +164,13 @@ class ReadBackWorker:
         )
         return True
 
-    def _queue_fulfillment(self, session: Session, order: Order, shipment: ShipmentDone) -> int:
+    def _queue_fulfillment(self, session: Session, order: Order, shipment: Shipment) -> int:
         shop = self._shopify.shops.get(order.account)
         if order.channel != "shopify" or shop is None or shop.admin_url is None:
             return 0
         payload = {
             "order_id": order.channel_order_id,
-            "lines": [[sku, quantity] for sku, quantity in shipment.lines],
+            "lines": [[line.sku, line.quantity] for line in shipment.lines],
             "tracking_number": shipment.tracking_number,
             "shipment": shipment.number,
         }
@@ -189,28 +179,23 @@ class ReadBackWorker:
             order.channel,
             order.account,
             pushes.FULFILLMENT,
-            f"{self.target}:shipment:{shipment.shipment_id}",
+            f"{self.target}:shipment:{shipment.erp_id}",
             payload,
             order_id=order.id,
             correlation_id=order.correlation_id,
         )
         return 1
 
-    def _record_invoice(self, session: Session, order: Order, invoice: InvoicePosted) -> bool:
-        payload = {
-            "number": invoice.number,
-            "total": str(invoice.total),
-            "currency": invoice.currency,
-            "invoice_date": invoice.invoice_date.isoformat() if invoice.invoice_date else None,
-        }
-        key = f"invoice:{invoice.invoice_id}"
+    def _record_invoice(self, session: Session, order: Order, invoice: Invoice) -> bool:
+        payload = invoice.model_dump(mode="json")
+        key = f"invoice:{invoice.erp_id}"
         if not readback.record_event(session, self.target, INVOICE_POSTED, key, order.id, payload):
             return False
         record(
             session,
             order,
             f"invoice posted by {self.target}",
-            detail=f"invoice {invoice.number}, {invoice.total} {invoice.currency}",
+            detail=f"invoice {invoice.number}, {invoice.total.amount} {invoice.total.currency}",
         )
         return True
 
@@ -226,19 +211,19 @@ class ReadBackWorker:
         await asyncio.to_thread(self._save_cursor, source, newest)
 
     def _record_stock(
-        self, session: Session, levels: list[StockLevel], summary: PollSummary
+        self, session: Session, levels: list[InventoryPosition], summary: PollSummary
     ) -> None:
         for level in levels:
             changed = readback.update_position(
-                session, self.target, level.sku, level.warehouse, level.on_hand, level.forecast
+                session, self.target, level.sku, level.location, level.on_hand, level.forecast
             )
             if not changed:
                 continue
             summary.positions += 1
             summary.pushes += self._queue_inventory(session, level)
 
-    def _queue_inventory(self, session: Session, level: StockLevel) -> int:
-        available = max(int(min(level.on_hand, level.forecast)), 0)
+    def _queue_inventory(self, session: Session, level: InventoryPosition) -> int:
+        available = level.available
         queued = 0
         for domain, shop in self._shopify.shops.items():
             if shop.admin_url is None or shop.location_id is None:

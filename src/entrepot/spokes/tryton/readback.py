@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from entrepot.canonical import InventoryPosition, Invoice, Money, Shipment, ShipmentLine
 from entrepot.spokes.tryton.rpc import TrytonRpc
 
 INVOICED_STATES = frozenset({"posted", "paid"})
@@ -30,37 +31,6 @@ class SaleProgress:
     shipments: tuple[int, ...]
     invoices: tuple[int, ...]
     changed_at: dt.datetime
-
-
-@dataclass(frozen=True)
-class ShipmentDone:
-    """An outgoing shipment that left the warehouse, with what it carried."""
-
-    shipment_id: int
-    number: str
-    tracking_number: str | None
-    shipped_on: dt.date | None
-    lines: tuple[tuple[str, int], ...]  # (SKU, quantity)
-
-
-@dataclass(frozen=True)
-class InvoicePosted:
-    invoice_id: int
-    number: str
-    total: Decimal
-    currency: str
-    invoice_date: dt.date | None
-
-
-@dataclass(frozen=True)
-class StockLevel:
-    """The stock of one product in one warehouse: on hand, and forecast after the
-    moves already planned (confirmed sales included)."""
-
-    sku: str
-    warehouse: str
-    on_hand: Decimal
-    forecast: Decimal
 
 
 class TrytonReadBack:
@@ -107,7 +77,7 @@ class TrytonReadBack:
             for row in rows
         ]
 
-    async def shipments_done(self, ids: Sequence[int]) -> list[ShipmentDone]:
+    async def shipments_done(self, ids: Sequence[int]) -> list[Shipment]:
         if not ids:
             return []
         rows = await self._rpc.model(
@@ -120,17 +90,17 @@ class TrytonReadBack:
         move_ids = [move for row in done for move in row["outgoing_moves"]]
         moves = await self._moves(move_ids)
         return [
-            ShipmentDone(
-                shipment_id=row["id"],
+            Shipment(
+                erp_id=str(row["id"]),
                 number=row["number"] or str(row["id"]),
                 tracking_number=row["reference"] or None,
                 shipped_on=row["effective_date"],
-                lines=tuple(moves[move] for move in row["outgoing_moves"] if move in moves),
+                lines=[moves[move] for move in row["outgoing_moves"] if move in moves],
             )
             for row in done
         ]
 
-    async def invoices_posted(self, ids: Sequence[int]) -> list[InvoicePosted]:
+    async def invoices_posted(self, ids: Sequence[int]) -> list[Invoice]:
         if not ids:
             return []
         rows = await self._rpc.model(
@@ -140,11 +110,13 @@ class TrytonReadBack:
             ["state", "number", "total_amount", "currency.code", "invoice_date"],
         )
         return [
-            InvoicePosted(
-                invoice_id=row["id"],
+            Invoice(
+                erp_id=str(row["id"]),
                 number=row["number"] or str(row["id"]),
-                total=Decimal(row["total_amount"]),
-                currency=(row.get("currency.") or {}).get("code", ""),
+                total=Money(
+                    amount=Decimal(row["total_amount"]),
+                    currency=(row.get("currency.") or {}).get("code", ""),
+                ),
                 invoice_date=row["invoice_date"],
             )
             for row in rows
@@ -153,7 +125,7 @@ class TrytonReadBack:
 
     async def stock_changed_since(
         self, since: dt.datetime, limit: int = 500
-    ) -> tuple[list[StockLevel], dt.datetime | None]:
+    ) -> tuple[list[InventoryPosition], dt.datetime | None]:
         """Return the stock of the products whose moves changed since ``since``, and
         the time of the newest change seen (None when nothing changed)."""
         rows = await self._rpc.model(
@@ -171,7 +143,7 @@ class TrytonReadBack:
         products = sorted({row["product"] for row in rows})
         return await self.stock_levels(products), newest
 
-    async def stock_levels(self, product_ids: Sequence[int]) -> list[StockLevel]:
+    async def stock_levels(self, product_ids: Sequence[int]) -> list[InventoryPosition]:
         warehouse = await self._warehouse_id()
         rows = await self._rpc.model(
             "product.product",
@@ -181,9 +153,9 @@ class TrytonReadBack:
             locations=[warehouse],
         )
         return [
-            StockLevel(
+            InventoryPosition(
                 sku=row["code"],
-                warehouse=self._warehouse_code,
+                location=self._warehouse_code,
                 on_hand=Decimal(str(row["quantity"])),
                 forecast=Decimal(str(row["forecast_quantity"])),
             )
@@ -211,14 +183,16 @@ class TrytonReadBack:
         )
         return rows[0]["create_date"] if rows else None
 
-    async def _moves(self, ids: Sequence[int]) -> dict[int, tuple[str, int]]:
+    async def _moves(self, ids: Sequence[int]) -> dict[int, ShipmentLine]:
         if not ids:
             return {}
         rows = await self._rpc.model(
             "stock.move", "read", list(ids), ["product.code", "quantity", "state"]
         )
         return {
-            row["id"]: ((row.get("product.") or {}).get("code", ""), int(row["quantity"]))
+            row["id"]: ShipmentLine(
+                sku=(row.get("product.") or {}).get("code", ""), quantity=int(row["quantity"])
+            )
             for row in rows
             if row["state"] == "done"
         }
