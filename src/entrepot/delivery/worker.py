@@ -60,6 +60,10 @@ class TargetWorker:
             Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds),
         )
         self._sending: dict[asyncio.Task[None], int] = {}
+        # Set by `run` once the worker must stop. A claimed delivery whose
+        # request has not started by then goes back to the queue instead.
+        self._stopping = asyncio.Event()
+        self._put_back_count = 0
         self._batch_size = settings.batch_size if isinstance(spoke, BatchingErpSpoke) else 1
         self._batch_wait = settings.batch_wait_seconds
         # Claimed deliveries that this worker holds, from claim to recorded outcome.
@@ -69,7 +73,12 @@ class TargetWorker:
         self._held = asyncio.Semaphore(min(MAX_CLAIM, max(held, 2 * settings.max_concurrency + 2)))
 
     async def run(self, stopping: asyncio.Event) -> None:
-        """Claim and send deliveries until ``stopping`` is set."""
+        """Claim and send deliveries until ``stopping`` is set.
+
+        Requests in flight then finish, within ``STOP_GRACE_SECONDS``. Claimed
+        deliveries whose request has not started are put back, using no attempt.
+        """
+        self._stopping = stopping
         await self._budget.start()
         log.info("Delivery worker for %s started.", self.name)
         try:
@@ -83,6 +92,12 @@ class TargetWorker:
                     await wait_for_work(self.wake, stopping, self._poll_interval)
         finally:
             await self._drain()
+            if self._put_back_count:
+                log.info(
+                    "Put %d claimed deliveries to %s back in the queue without sending them.",
+                    self._put_back_count,
+                    self.name,
+                )
             log.info("Delivery worker for %s stopped.", self.name)
 
     async def _claim_and_send(self, stopping: asyncio.Event) -> None:
@@ -116,6 +131,8 @@ class TargetWorker:
             return claimed
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), self._batch_wait)
+        if stopping.is_set():
+            return claimed
         more = await asyncio.to_thread(self._claim, min(slots, self._batch_size) - len(claimed))
         return claimed + more
 
@@ -172,7 +189,8 @@ class TargetWorker:
         finally:
             for heartbeat in heartbeats:
                 heartbeat.cancel()
-        log.info("Sent a batch of %d orders to %s.", len(batch), self.name)
+        if not all(isinstance(outcome, Waiting) for outcome in outcomes):
+            log.info("Sent a batch of %d orders to %s.", len(batch), self.name)
         for claimed, outcome in zip(batch, outcomes, strict=True):
             with correlation_scope(claimed.correlation_id):
                 pause = await asyncio.to_thread(self._record, claimed, outcome)
@@ -195,7 +213,10 @@ class TargetWorker:
         spoke = self._spoke
         assert isinstance(spoke, BatchingErpSpoke)
         async with self._budget.slots:
-            sent = await self._within_breaker(lambda: spoke.submit_orders(orders))
+            if self._stopping.is_set():
+                sent: Outcome | list[SubmitResult | DeliveryFailure] = self._put_back(len(orders))
+            else:
+                sent = await self._within_breaker(lambda: spoke.submit_orders(orders))
         for position, index in enumerate(to_send):
             outcomes[index] = _outcome(sent[position]) if isinstance(sent, list) else sent
         return [outcome for outcome in outcomes if outcome is not None]
@@ -217,6 +238,8 @@ class TargetWorker:
     async def _attempt(self, claimed: ClaimedDelivery) -> Outcome:
         order_row = await asyncio.to_thread(self._load_order, claimed.order_id)
         async with self._budget.slots:
+            if self._stopping.is_set():
+                return self._put_back(1)
             return await self._request_within_breaker(claimed, order_row)
 
     async def _request_within_breaker(
@@ -242,6 +265,12 @@ class TargetWorker:
         if order_row["state"] == OrderState.CANCELLED:
             raise NothingToDo("the order was cancelled, so this version is not posted")
         return await self._spoke.submit_order(order, look_up_first=claimed.ambiguous)
+
+    def _put_back(self, count: int) -> Waiting:
+        """Return the outcome of ``count`` deliveries not sent because the worker is
+        stopping. Each keeps its place in the queue and gets its attempt back."""
+        self._put_back_count += count
+        return Waiting(utc_now(), "the worker is stopping")
 
     def _load_order(self, order_id: int) -> dict[str, Any]:
         with self._database.read() as session:
