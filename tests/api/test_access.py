@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from pydantic import SecretStr
 
 from entrepot.config import ApiSettings
@@ -36,3 +37,28 @@ async def test_open_without_token(tmp_path: Path) -> None:
     async with running_hub(hub_settings(tmp_path, "http://127.0.0.1:9"), workers=False) as hub:
         response = await hub.client.get("/api/summary")
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("authorization", "status"),
+    [
+        ("Bearer ops-token", 200),
+        ("bearer ops-token", 200),
+        ("BEARER ops-token", 200),
+        ("Bearer   ops-token", 200),
+        ("Basic ops-token", 401),
+        ("Bearerops-token", 401),
+        ("Bearer", 401),
+        ("ops-token", 401),
+        ("Bearer ops-token2", 401),
+        ("bearer OPS-TOKEN", 401),
+    ],
+)
+async def test_bearer_scheme_case_insensitive(
+    tmp_path: Path, authorization: str, status: int
+) -> None:
+    settings = hub_settings(tmp_path, "http://127.0.0.1:9")
+    settings.api = ApiSettings(token=SecretStr("ops-token"))
+    async with running_hub(settings, workers=False) as hub:
+        response = await hub.client.get("/api/orders", headers={"Authorization": authorization})
+    assert response.status_code == status
