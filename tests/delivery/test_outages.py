@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from entrepot.store.tables import Delivery
@@ -44,6 +46,19 @@ async def test_throttling_uses_no_attempt(tmp_path: Path, erp: ErpSim) -> None:
     # Three 429 responses and one success, with a budget of two attempts.
     assert view["deliveries"][0]["attempts"] == 1
     assert erp.stats()["by_status"]["429"] == 3
+
+
+async def test_capped_throttle_pause_logged(
+    tmp_path: Path, erp: ErpSim, caplog: pytest.LogCaptureFixture
+) -> None:
+    erp.fault(kind="throttle", count=1, retry_after=1)
+    caplog.set_level(logging.WARNING, logger="entrepot.delivery.recording")
+    async with running_hub(hub_settings(tmp_path, erp.url, backoff_max_seconds=0.5)) as hub:
+        await hub.post_webhook(order_body(9032), webhook_id="w-9032")
+        await hub.wait_drained()
+
+    capped = [r.getMessage() for r in caplog.records if "asked to wait" in r.getMessage()]
+    assert capped == ["Target erp asked to wait 1.0 s; waiting 0.5 s, the longest backoff."]
 
 
 async def test_maintenance_window_sends_nothing(tmp_path: Path, erp: ErpSim) -> None:

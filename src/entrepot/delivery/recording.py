@@ -213,7 +213,7 @@ class OutcomeRecorder:
             # A target that asks for a day's pause would stop every order for a day;
             # waiting no longer than the longest backoff keeps the queue moving.
             log.warning(
-                "Target %s asked to wait %.0f s; waiting %.0f s, the longest backoff.",
+                "Target %s asked to wait %.1f s; waiting %.1f s, the longest backoff.",
                 self.target,
                 asked,
                 self.backoff.maximum,
