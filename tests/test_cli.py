@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from entrepot.cli import app
@@ -34,3 +35,51 @@ def test_unknown_state_filter_rejected(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "dead_lettered" in result.output
+
+
+def test_unknown_log_level_is_clear_error(tmp_path: Path) -> None:
+    config = tmp_path / "e.toml"
+    config.write_text('[logging]\nlevel = "CHATTY"\n')
+    result = runner.invoke(app, ["orders", "list", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "Invalid configuration:" in result.output
+    assert "logging.level: Value error, unknown log level 'CHATTY'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_invalid_store_url_is_clear_error(tmp_path: Path) -> None:
+    config = tmp_path / "e.toml"
+    config.write_text('[store]\nurl = "not a url"\n')
+    result = runner.invoke(app, ["db", "upgrade", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "Invalid configuration:" in result.output
+    assert "store.url: Value error, invalid database URL" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["run", "--port", "0"], ["worker"]])
+def test_uncreatable_data_dir_is_clear_error(tmp_path: Path, command: list[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    data_dir = blocker / "data"
+    result = runner.invoke(app, [*command, "--data-dir", str(data_dir)])
+    assert result.exit_code == 2
+    assert result.output.startswith(
+        f"Invalid configuration: cannot create the data folder {data_dir}: "
+    )
+    assert result.output.rstrip().endswith(
+        "Not a directory; check --data-dir or [store] data_dir."
+    )
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_unopenable_store_is_clear_error(tmp_path: Path) -> None:
+    # A folder where the SQLite file should be makes the database impossible to open.
+    (tmp_path / "entrepot.db").mkdir()
+    result = runner.invoke(app, ["db", "upgrade", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output.rstrip() == (
+        f"Cannot open the store at sqlite:///{tmp_path}/entrepot.db: unable to open "
+        "database file; check --data-dir or [store] url."
+    )
+    assert result.exception is None or isinstance(result.exception, SystemExit)

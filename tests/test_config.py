@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,75 @@ def test_body_limit_default_and_override(tmp_path: Path) -> None:
     config = write(tmp_path / "e.toml", "[server]\nmax_body_bytes = 2048\n")
     assert load_settings().server.max_body_bytes == 10 * 1024 * 1024
     assert load_settings(config).server.max_body_bytes == 2048
+
+
+@pytest.mark.parametrize(("given", "stored"), [("DEBUG", "DEBUG"), ("warning", "WARNING")])
+def test_log_level_names_accepted(given: str, stored: str) -> None:
+    assert load_settings(logging={"level": given}).logging.level == stored
+
+
+def test_unknown_log_level_rejected() -> None:
+    with pytest.raises(ValidationError) as raised:
+        load_settings(logging={"level": "CHATTY"})
+
+    [error] = raised.value.errors()
+    assert error["loc"] == ("logging", "level")
+    assert error["msg"] == (
+        "Value error, unknown log level 'CHATTY'; use one of CRITICAL, ERROR, WARNING, "
+        "INFO or DEBUG"
+    )
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:////var/lib/entrepot/entrepot.db", "sqlite+pysqlite:///entrepot.db"]
+)
+def test_sqlite_store_url_accepted(url: str) -> None:
+    assert load_settings(store={"url": url}).store.database_url() == url
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        (
+            "not a url",
+            "invalid database URL; write it as sqlite:///PATH or "
+            "postgresql+DRIVER://USER:PASSWORD@HOST/DATABASE",
+        ),
+        (
+            "mysql://user:secret@db.example/entrepot",
+            "unsupported database 'mysql' in mysql://user:***@db.example/entrepot; "
+            "entrepot stores its state in sqlite or postgresql",
+        ),
+        (
+            "postgres://user@db.example/entrepot",
+            "unsupported database 'postgres' in postgres://user@db.example/entrepot; "
+            "entrepot stores its state in sqlite or postgresql",
+        ),
+        (
+            "postgresql+asyncpg://user@db.example/entrepot",
+            "the driver 'asyncpg' in postgresql+asyncpg://user@db.example/entrepot is "
+            "asynchronous; name a synchronous one, such as postgresql+psycopg",
+        ),
+    ],
+)
+def test_bad_store_url_rejected(url: str, message: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        load_settings(store={"url": url})
+
+    [error] = raised.value.errors()
+    assert error["loc"] == ("store", "url")
+    assert error["msg"] == f"Value error, {message}"
+
+
+def test_store_url_without_driver_rejected() -> None:
+    if importlib.util.find_spec("psycopg") is not None:
+        pytest.skip("psycopg is installed here")
+    with pytest.raises(ValidationError) as raised:
+        load_settings(store={"url": "postgresql+psycopg://user:secret@db.example/entrepot"})
+
+    [error] = raised.value.errors()
+    assert error["msg"] == (
+        "Value error, the driver 'psycopg' for postgresql+psycopg://user:***@db.example/"
+        "entrepot is not installed (No module named 'psycopg'); install it, or name an "
+        "installed driver in the URL"
+    )

@@ -6,18 +6,24 @@ import asyncio
 import getpass
 import importlib.util
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from entrepot.config import Settings, load_settings
 from entrepot.hub.lifecycle import OrderState
 from entrepot.observability.logging import configure_logging
+
+if TYPE_CHECKING:
+    from entrepot.runtime import Runtime
 
 app = typer.Typer(help="entrepot: orders from sales channels into ERPs.", no_args_is_help=True)
 orders_app = typer.Typer(help="Where orders are.", no_args_is_help=True)
@@ -83,7 +89,8 @@ def _settings_errors(exc: ValidationError) -> str:
 
 
 def _fail(message: str, *, code: int = 1) -> NoReturn:
-    console.print(f"[red]{message}[/red]", soft_wrap=True, highlight=False)
+    # Escaped, so that a "[store]" in the message is printed rather than read as markup.
+    console.print(f"[red]{escape(message)}[/red]", soft_wrap=True, highlight=False)
     raise typer.Exit(code)
 
 
@@ -96,9 +103,8 @@ def run(
 ) -> None:
     """Run the HTTP server and the workers in one process."""
     from entrepot.api.server import serve
-    from entrepot.runtime import Runtime
 
-    runtime = Runtime(_settings(config, data_dir, host=host, port=port))
+    runtime = _open_runtime(_settings(config, data_dir, host=host, port=port))
     try:
         asyncio.run(serve(runtime))
     finally:
@@ -108,9 +114,9 @@ def run(
 @app.command()
 def worker(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
     """Run only the workers (intake and delivery), without the HTTP server."""
-    from entrepot.runtime import Runtime, run_workers_until_signal
+    from entrepot.runtime import run_workers_until_signal
 
-    runtime = Runtime(_settings(config, data_dir))
+    runtime = _open_runtime(_settings(config, data_dir))
     try:
         asyncio.run(run_workers_until_signal(runtime))
     finally:
@@ -238,8 +244,52 @@ def db_upgrade(config: ConfigOption = None, data_dir: DataDirOption = None) -> N
     from entrepot.store.migrate import upgrade_to_head
 
     settings = _settings(config, data_dir)
-    upgrade_to_head(Database(settings.store.database_url()))
+    _create_data_dir(settings)
+    with _store_opening(settings):
+        upgrade_to_head(Database(settings.store.database_url()))
     console.print("Store is up to date.")
+
+
+def _open_runtime(settings: Settings) -> Runtime:
+    """Build the runtime, creating the data folder; a store that cannot be created
+    or opened ends the command with a clear error."""
+    from entrepot.runtime import Runtime
+
+    _create_data_dir(settings)
+    with _store_opening(settings):
+        return Runtime(settings)
+
+
+def _create_data_dir(settings: Settings) -> None:
+    """Create the folder of the SQLite store, or fail with exit status 2."""
+    from entrepot.store.database import sqlite_path
+
+    path = sqlite_path(settings.store.database_url())
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(
+            f"Invalid configuration: cannot create the data folder {path.parent}: "
+            f"{exc.strerror or exc}; check --data-dir or [store] data_dir.",
+            code=2,
+        )
+
+
+@contextmanager
+def _store_opening(settings: Settings) -> Iterator[None]:
+    """Turn a database that cannot be opened into an error message and status 1."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        yield
+    except OperationalError as exc:
+        masked_url = make_url(settings.store.database_url()).render_as_string(hide_password=True)
+        _fail(
+            f"Cannot open the store at {masked_url}: {exc.orig}; check --data-dir or [store] url."
+        )
 
 
 def _runtime_database(config: Path | None, data_dir: Path | None) -> Any:
@@ -252,8 +302,9 @@ def _runtime_database(config: Path | None, data_dir: Path | None) -> Any:
     path = sqlite_path(url)
     if path is not None and not path.is_file():
         _fail(f"No store at {path}; check --data-dir, or start `entrepot run` there first.")
-    database = Database(url)
-    upgrade_to_head(database)
+    with _store_opening(settings):
+        database = Database(url)
+        upgrade_to_head(database)
     return database
 
 

@@ -8,6 +8,7 @@ command-line options, environment variables, the TOML file, built-in defaults.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -20,10 +21,14 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 ENV_PREFIX = "ENTREPOT_"
 CONFIG_ENV_VAR = "ENTREPOT_CONFIG"
 DEFAULT_CONFIG_FILE = Path("entrepot.toml")
+# The databases the store's migrations and inserts are written for.
+SUPPORTED_DATABASES = frozenset({"sqlite", "postgresql"})
 
 
 class Section(BaseModel):
@@ -50,10 +55,18 @@ class ApiSettings(Section):
 
 
 class StoreSettings(Section):
-    """The location of entrepot's state. An empty ``url`` means SQLite in ``data_dir``."""
+    """The location of entrepot's state. An empty ``url`` means SQLite in ``data_dir``.
+    Otherwise ``url`` is the SQLAlchemy URL of a SQLite or PostgreSQL database."""
 
     data_dir: Path = Path("data")
     url: str = ""
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        if url:
+            _check_database_url(url)
+        return url
 
     def database_url(self) -> str:
         if self.url:
@@ -62,10 +75,21 @@ class StoreSettings(Section):
 
 
 class LoggingSettings(Section):
-    """Log level and format: ``text`` for people, ``json`` for log collectors."""
+    """Log level (a `logging` level name, in any case) and format: ``text`` for
+    people, ``json`` for log collectors."""
 
     level: str = "INFO"
     format: Literal["text", "json"] = "text"
+
+    @field_validator("level")
+    @classmethod
+    def _check_level(cls, level: str) -> str:
+        name = level.strip().upper()
+        if name not in logging.getLevelNamesMapping():
+            raise ValueError(
+                f"unknown log level {level!r}; use one of CRITICAL, ERROR, WARNING, INFO or DEBUG"
+            )
+        return name
 
 
 class ShopSettings(Section):
@@ -249,6 +273,39 @@ class Settings(BaseSettings):
         if toml_file is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
+
+
+def _check_database_url(url: str) -> None:
+    """Raise ValueError for a URL that SQLAlchemy cannot parse, or that names a
+    database, or a driver, that entrepot cannot use. Messages hide the password."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        # The URL is left out of the message, because it may contain a password.
+        raise ValueError(
+            "invalid database URL; write it as sqlite:///PATH or "
+            "postgresql+DRIVER://USER:PASSWORD@HOST/DATABASE"
+        ) from None
+    masked_url = parsed.render_as_string(hide_password=True)
+    backend = parsed.get_backend_name()
+    if backend not in SUPPORTED_DATABASES:
+        raise ValueError(
+            f"unsupported database {backend!r} in {masked_url}; entrepot stores its state in "
+            "sqlite or postgresql"
+        )
+    dialect = parsed.get_dialect()
+    if dialect.is_async:
+        raise ValueError(
+            f"the driver {parsed.get_driver_name()!r} in {masked_url} is asynchronous; name a "
+            "synchronous one, such as postgresql+psycopg"
+        )
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        raise ValueError(
+            f"the driver {parsed.get_driver_name()!r} for {masked_url} is not installed "
+            f"({exc}); install it, or name an installed driver in the URL"
+        ) from exc
 
 
 def _config_file() -> Path | None:
