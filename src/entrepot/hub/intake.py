@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session
 
 from entrepot.canonical import InvalidInputError, SalesOrder
 from entrepot.config import RoutingSettings
+from entrepot.events.envelope import ORDER_RECEIVED, RETURN_RECEIVED
+from entrepot.events.outbox import emit_for_order
 from entrepot.hub import versions
 from entrepot.hub.lifecycle import OrderState, record, transition
 from entrepot.hub.routing import route
@@ -151,6 +153,8 @@ class IntakeProcessor:
             return _finish(session, receipt, "ignored", f"nothing to do: {stale.reason}", row)
 
         versions.store_version(session, row, order, receipt)
+        if created:
+            emit_for_order(session, row, ORDER_RECEIVED, correlation_id=receipt.correlation_id)
         target = route(order, self._routing)
         row.target = target
         if order.cancelled_at is not None:
@@ -291,6 +295,14 @@ def _record_refund(session: Session, receipt: Receipt, message: ChannelMessage) 
         "refund recorded",
         detail=message.note,
         correlation_id=receipt.correlation_id,
+    )
+    emit_for_order(
+        session,
+        order,
+        RETURN_RECEIVED,
+        correlation_id=receipt.correlation_id,
+        detail=message.note,
+        extra={"receipt_id": receipt.id},
     )
     return _finish(session, receipt, "processed", "refund recorded, not sent to the ERP", order)
 

@@ -83,6 +83,14 @@ ALLOWED_TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     OrderState.CANCELLED: frozenset(),
 }
 
+# The event each state change writes to the outbox.
+STATE_EVENTS: dict[OrderState, str] = {
+    OrderState.VALIDATED: "order.validated",
+    OrderState.ACCEPTED: "order.accepted",
+    OrderState.REJECTED: "order.rejected",
+    OrderState.CANCELLED: "order.cancelled",
+}
+
 # States in which the ERP has the order and is working on it.
 IN_ERP = frozenset({OrderState.ACCEPTED}) | ERP_PROGRESS
 
@@ -123,6 +131,12 @@ def transition(
 
     order.state = new_state
     order.updated_at = utc_now()
+    event_type = STATE_EVENTS.get(new_state)
+    if event_type is not None and (current != new_state or new_state == OrderState.ACCEPTED):
+        # Imported here: the outbox builds its events from the order table.
+        from entrepot.events.outbox import emit_for_order
+
+        emit_for_order(session, order, event_type, correlation_id=correlation_id, detail=detail)
     return True
 
 

@@ -20,6 +20,14 @@ from sqlalchemy.orm import Session
 from entrepot.canonical import InventoryPosition, Invoice, Shipment
 from entrepot.config import ShopifySettings
 from entrepot.delivery.budget import TargetClosedError
+from entrepot.events.envelope import (
+    INVENTORY_CHANGED,
+    INVOICE_POSTED,
+    SHIPMENT_CONFIRMED,
+    Event,
+    inventory_subject,
+)
+from entrepot.events.outbox import append, emit_for_order
 from entrepot.hub.lifecycle import OrderState, is_allowed, record, transition
 from entrepot.spokes.failures import DeliveryFailure
 from entrepot.spokes.tryton.readback import SaleProgress, TrytonReadBack
@@ -27,14 +35,13 @@ from entrepot.spokes.tryton.rpc import TrytonError
 from entrepot.store import pushes, readback
 from entrepot.store.database import Database
 from entrepot.store.tables import Order
+from entrepot.store.types import utc_now
 from entrepot.wakeups import wait_for_work
 
 log = logging.getLogger(__name__)
 
 PAGE = 200
 FIRST_CURSOR = dt.datetime(2000, 1, 1)
-SHIPMENT_CONFIRMED = "shipment.confirmed"
-INVOICE_POSTED = "invoice.posted"
 
 
 @dataclass
@@ -148,6 +155,9 @@ class ReadBackWorker:
             session, self.target, SHIPMENT_CONFIRMED, key, order.id, payload
         ):
             return False
+        emit_for_order(
+            session, order, SHIPMENT_CONFIRMED, extra={"target": self.target, "shipment": payload}
+        )
         tracking = shipment.tracking_number or "no tracking number"
         record(
             session,
@@ -191,6 +201,9 @@ class ReadBackWorker:
         key = f"invoice:{invoice.erp_id}"
         if not readback.record_event(session, self.target, INVOICE_POSTED, key, order.id, payload):
             return False
+        emit_for_order(
+            session, order, INVOICE_POSTED, extra={"target": self.target, "invoice": payload}
+        )
         record(
             session,
             order,
@@ -219,6 +232,7 @@ class ReadBackWorker:
             )
             if not changed:
                 continue
+            append(session, _inventory_event(self.target, level))
             summary.positions += 1
             summary.pushes += self._queue_inventory(session, level)
 
@@ -250,6 +264,16 @@ class ReadBackWorker:
         self._database.write(
             lambda session: readback.save_cursor(session, source, position.isoformat())
         )
+
+
+def _inventory_event(target: str, level: InventoryPosition) -> Event:
+    return Event(
+        type=INVENTORY_CHANGED,
+        source=f"/entrepot/targets/{target}",
+        subject=inventory_subject(target, level.sku, level.location),
+        data={"target": target, "position": level.model_dump(mode="json")},
+        sourceversion=utc_now().isoformat(),
+    )
 
 
 def _order_of(session: Session, reference: str) -> Order | None:

@@ -14,6 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from entrepot.canonical import SalesOrder
+from entrepot.events.envelope import ORDER_RECEIVED
+from entrepot.events.outbox import emit_for_order
 from entrepot.hub.lifecycle import OrderState, record, transition
 from entrepot.store import deliveries
 from entrepot.store.customers import upsert_order_customer
@@ -180,6 +182,7 @@ def mark_rejected(session: Session, order: Order, receipt: Receipt, reason: str)
     if order.state in (OrderState.RECEIVED, OrderState.REJECTED, OrderState.DEAD_LETTERED):
         if order.state == OrderState.RECEIVED:
             record(session, order, "received", correlation_id=receipt.correlation_id)
+            emit_for_order(session, order, ORDER_RECEIVED, correlation_id=receipt.correlation_id)
         transition(
             session,
             order,

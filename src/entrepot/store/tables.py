@@ -336,3 +336,112 @@ class ChannelPush(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
     finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class OutboxEvent(Base):
+    """A business event, written in the transaction of the change that caused it.
+
+    ``subject_seq`` numbers the events of one subject (aggregate) from 1, so their
+    order is kept whatever the bus. ``published_at`` is set once the relay has
+    handed the event to the bus; until then the relay sends it again.
+    """
+
+    __tablename__ = "outbox_events"
+    __table_args__ = (
+        UniqueConstraint("event_id"),
+        UniqueConstraint("subject", "subject_seq"),
+        Index("ix_outbox_events_unpublished", "published_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(400))
+    subject_seq: Mapped[int] = mapped_column(Integer)
+    type: Mapped[str] = mapped_column(String(80), index=True)
+    correlation_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    envelope: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now, index=True)
+    published_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class EventSubscription(Base):
+    """A durable subscriber of the database bus and the event types it takes."""
+
+    __tablename__ = "event_subscriptions"
+
+    name: Mapped[str] = mapped_column(String(120), primary_key=True)
+    types: Mapped[list[str]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+
+class EventDelivery(Base):
+    """One event on its way to one subscriber of the database bus, with leases as
+    deliveries to targets have."""
+
+    __tablename__ = "event_deliveries"
+    __table_args__ = (
+        UniqueConstraint("subscriber", "outbox_id"),
+        Index("ix_event_deliveries_due", "subscriber", "status", "next_attempt_at"),
+        Index("ix_event_deliveries_subject", "subscriber", "subject", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    subscriber: Mapped[str] = mapped_column(String(120))
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox_events.id"))
+    subject: Mapped[str] = mapped_column(String(400))
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    lease_owner: Mapped[str | None] = mapped_column(String(80))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class InboxEntry(Base):
+    """An event a subscriber has handled, kept so that a second delivery does nothing."""
+
+    __tablename__ = "inbox"
+    __table_args__ = (UniqueConstraint("subscriber", "event_id"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    subscriber: Mapped[str] = mapped_column(String(120))
+    event_id: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(400))
+    outcome: Mapped[str] = mapped_column(String(40))
+    processed_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+
+class SubjectPosition(Base):
+    """The newest source version of a subject that a subscriber has applied."""
+
+    __tablename__ = "subject_positions"
+
+    subscriber: Mapped[str] = mapped_column(String(120), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(400), primary_key=True)
+    source_version: Mapped[str] = mapped_column(String(80))
+    applied_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+
+
+class EventDeadLetter(Base):
+    """An event a subscriber could not handle, with the reason and the event itself.
+
+    ``status`` runs open → retried or discarded, with who did it.
+    """
+
+    __tablename__ = "event_dead_letters"
+    __table_args__ = (Index("ix_event_dead_letters_status", "status"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    subscriber: Mapped[str] = mapped_column(String(120))
+    event_id: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(400))
+    type: Mapped[str] = mapped_column(String(80))
+    envelope: Mapped[dict[str, Any]] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(20), default="open")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    resolved_by: Mapped[str | None] = mapped_column(String(120))
