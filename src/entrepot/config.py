@@ -229,6 +229,47 @@ class WorkerSettings(Section):
     intake_batch_size: int = Field(default=20, ge=1)
 
 
+class EventSubscriberSettings(Section):
+    """A service outside entrepot that takes events over signed HTTP webhooks.
+
+    Each event is POSTed to ``url`` in CloudEvents' structured JSON form, signed with
+    ``secret`` (HMAC-SHA256 over the timestamp and the body). ``types`` are the event
+    types it takes. Its budget and retries work as a target's do.
+    """
+
+    url: str
+    secret: SecretStr
+    types: list[str] = Field(min_length=1)
+    requests_per_second: float = Field(default=10.0, gt=0)
+    max_concurrency: int = Field(default=4, ge=1)
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    max_deliveries: int = Field(default=8, ge=1)
+    redeliver_after_seconds: float = Field(default=2.0, gt=0)
+
+
+class EventSettings(Section):
+    """The event bus and its subscribers.
+
+    An empty ``bus_url`` keeps the bus in the store's database (SQLite or
+    PostgreSQL); ``nats://host:4222`` puts it on NATS JetStream. Either way the
+    store's outbox stays the record of every event until the bus has taken it.
+    """
+
+    bus_url: str = ""
+    relay_interval_seconds: float = Field(default=0.5, gt=0)
+    subscribers: dict[str, EventSubscriberSettings] = Field(default_factory=dict)
+
+    @field_validator("bus_url")
+    @classmethod
+    def _known_bus(cls, url: str) -> str:
+        if url and not url.startswith("nats://"):
+            raise ValueError(
+                f"bus_url {url!r} is not a bus entrepot knows; use nats://host:port, or "
+                "leave it empty to keep the bus in the store's database"
+            )
+        return url
+
+
 class Settings(BaseSettings):
     """All of entrepot's settings."""
 
@@ -245,6 +286,7 @@ class Settings(BaseSettings):
     shopify: ShopifySettings = Field(default_factory=ShopifySettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     workers: WorkerSettings = Field(default_factory=WorkerSettings)
+    events: EventSettings = Field(default_factory=EventSettings)
     targets: dict[str, TargetSettings] = Field(default_factory=lambda: {"erp": TargetSettings()})
 
     @model_validator(mode="after")
