@@ -12,6 +12,7 @@ import pytest
 from entrepot.spokes.failures import OnHold, PermanentFailure, RetryLater
 from entrepot.spokes.tryton.server import TrytonServer
 from entrepot.spokes.tryton.spoke import TrytonSpoke
+from entrepot.spokes.tryton.warehouse import ship_sale
 from entrepot.store.database import Database
 from tests.harness import example_order
 from tests.tryton.helpers import (
@@ -286,3 +287,75 @@ async def test_batch_that_tryton_refuses_is_split_down_to_the_bad_order(
     ):
         assert not isinstance(outcome, Exception)
         assert (await sale(spoke, outcome.erp_id))["total_amount"] == order.total.amount
+
+
+async def test_open_sales_count_toward_the_credit_limit(spoke: TrytonSpoke) -> None:
+    first = await spoke.submit_order(order_of_customer(880060, 990060), look_up_first=False)
+    party = await party_of_sale(spoke, first.erp_id)
+    await spoke.rpc.model(
+        "party.party", "write", [party], {"credit_limit_amount": Decimal("50.00")}
+    )
+    second = order_of_customer(880061, 990060)
+
+    with pytest.raises(OnHold) as caught:
+        await spoke.submit_order(second, look_up_first=False)
+
+    (row,) = await spoke.rpc.model("party.party", "read", [party], ["credit_amount"])
+    assert Decimal(row["credit_amount"]) > 0
+    assert "limit of 50.00" in caught.value.reason
+
+
+async def test_cancelling_a_processing_sale_withdraws_it(spoke: TrytonSpoke) -> None:
+    order = order_of_customer(880070, 990070)
+    result = await spoke.submit_order(order, look_up_first=False)
+    sale_id = int(result.erp_id)
+    await _processing(spoke, sale_id)
+
+    cancelled = await spoke.cancel_order(order)
+
+    (row,) = await spoke.rpc.model(
+        "sale.sale", "read", [sale_id], ["state", "shipment_state", "invoice_state", "shipments"]
+    )
+    shipments = await spoke.rpc.model("stock.shipment.out", "read", row["shipments"], ["state"])
+    assert cancelled.erp_id == result.erp_id
+    assert (row["state"], row["shipment_state"], row["invoice_state"]) == ("done", "none", "none")
+    assert [shipment["state"] for shipment in shipments] == ["cancelled"]
+
+
+async def test_cancelling_a_shipped_sale_is_refused(spoke: TrytonSpoke) -> None:
+    order = order_of_customer(880071, 990071)
+    result = await spoke.submit_order(order, look_up_first=False)
+    await ship_sale(spoke.rpc, int(result.erp_id), "TRACK-880071")
+
+    with pytest.raises(PermanentFailure) as caught:
+        await spoke.cancel_order(order)
+
+    assert caught.value.error_code == "ALREADY_FULFILLED"
+
+
+async def test_order_changed_after_confirmation_is_noted(spoke: TrytonSpoke) -> None:
+    order = order_of_customer(880080, 990080)
+    first = await spoke.submit_order(order, look_up_first=False)
+    payload = example_order("order-1001")
+    payload.update(id=880080, name="#880080", updated_at="2025-03-04T09:00:00-08:00")
+    payload["customer"]["id"] = 990080
+    payload["line_items"][0]["quantity"] = 5
+    payload["total_price"] = "72.50"
+    changed = canonical(payload)
+
+    again = await spoke.submit_order(changed, look_up_first=False)
+
+    assert again.erp_id == first.erp_id
+    assert not again.created
+    (note,) = again.notes
+    assert "total is now" in note and "change it there" in note
+
+
+async def _processing(spoke: TrytonSpoke, sale_id: int) -> None:
+    for _ in range(50):
+        (row,) = await spoke.rpc.model("sale.sale", "read", [sale_id], ["state"])
+        if row["state"] == "processing":
+            return
+        if row["state"] == "confirmed":
+            await spoke.rpc.model("sale.sale", "process", [sale_id])
+        await asyncio.sleep(0.1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from entrepot.store.inserts import insert_if_absent
@@ -72,4 +72,13 @@ def settle(session: Session, target: str, kind: str, key: str, erp_id: str) -> N
         update(ErpLink)
         .where(ErpLink.target == target, ErpLink.kind == kind, ErpLink.key == key)
         .values(erp_id=erp_id, claimed_by=None, claimed_until=None, updated_at=now)
+    )
+
+
+def release(session: Session, target: str, kind: str, key: str, owner: str) -> None:
+    """Give up this owner's claim on ``key``, if it still holds one without an id."""
+    session.execute(
+        delete(ErpLink)
+        .where(ErpLink.target == target, ErpLink.kind == kind, ErpLink.key == key)
+        .where(ErpLink.erp_id.is_(None), ErpLink.claimed_by == owner)
     )

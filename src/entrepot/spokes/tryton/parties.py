@@ -84,7 +84,12 @@ class PartyDirectory:
             return linked
         for wait in (*CLAIM_WAITS, None):
             if await asyncio.to_thread(self._claim, PARTY, key):
-                party = await self._find_party(key) or await self._create_party(key, order)
+                try:
+                    party = await self._find_party(key) or await self._create_party(key, order)
+                except BaseException:
+                    # Let another worker try at once instead of after the claim runs out.
+                    await asyncio.to_thread(self._release, PARTY, key)
+                    raise
                 await asyncio.to_thread(self._settle, PARTY, key, str(party))
                 return party
             if wait is None:
@@ -209,6 +214,11 @@ class PartyDirectory:
             lambda session: erp_links.claim(
                 session, self._target, kind, key, self._owner, CLAIM_SECONDS
             )
+        )
+
+    def _release(self, kind: str, key: str) -> None:
+        self._database.write(
+            lambda session: erp_links.release(session, self._target, kind, key, self._owner)
         )
 
     def _settle(self, kind: str, key: str, erp_id: str) -> None:

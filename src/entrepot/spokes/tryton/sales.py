@@ -102,8 +102,8 @@ async def _item_lines(
         if product is None:
             raise PermanentFailure(
                 f"unknown SKU {line.sku!r}: Tryton has no salable product with this code",
-                remedy=f"Create the product {line.sku!r} in Tryton, or correct the SKU on "
-                "the channel, then retry this dead letter.",
+                remedy=f"Create the product {line.sku!r} in Tryton or make it salable, or "
+                "correct the SKU on the channel, then retry this dead letter.",
                 error_code="UNKNOWN_SKU",
                 field_path=f"lines[{index}].sku",
             )

@@ -90,7 +90,9 @@ class TrytonSpoke:
         for index, order in enumerate(orders):
             sale = existing.get(sale_reference(order))
             if sale is not None and sale["state"] in CONFIRMED_STATES:
-                outcomes[index] = SubmitResult(erp_id=str(sale["id"]), created=False)
+                outcomes[index] = SubmitResult(
+                    erp_id=str(sale["id"]), created=False, notes=_diverged(sale, order)
+                )
             elif sale is not None:
                 unfinished.append((index, sale["id"], sale["state"]))
             else:
@@ -112,6 +114,12 @@ class TrytonSpoke:
         if state == "cancelled":
             return SubmitResult(erp_id=str(sale_id), created=False)
         try:
+            if state == "processing":
+                await self._withdraw(sale_id)
+                log.info(
+                    "Withdrew sale %d in %s: nothing shipped or invoiced.", sale_id, self.name
+                )
+                return SubmitResult(erp_id=str(sale_id), created=False)
             if state == "confirmed":
                 await self.rpc.model("sale.sale", "draft", [sale_id])
             await self.rpc.model("sale.sale", "cancel", [sale_id])
@@ -128,6 +136,48 @@ class TrytonSpoke:
     async def aclose(self) -> None:
         await self.rpc.aclose()
 
+    async def _withdraw(self, sale_id: int) -> None:
+        """Cancel a processing sale's shipments and draft invoices, and have the sale
+        ignore them, as Tryton's exception handling does; the sale ends done with
+        nothing shipped or invoiced. A shipment sent or an invoice posted stops it."""
+        (sale,) = await self.rpc.model("sale.sale", "read", [sale_id], ["lines", "invoices"])
+        shipments = await self._shipments_of(sale_id)
+        invoices = await self.rpc.model("account.invoice", "read", sale["invoices"], ["state"])
+        sent = [row["id"] for row in shipments if row["state"] == "done"]
+        posted = [row["id"] for row in invoices if row["state"] in {"posted", "paid"}]
+        if sent or posted:
+            raise PermanentFailure(
+                f"Tryton has already shipped or invoiced sale {sale_id} "
+                f"(shipments {sent}, invoices {posted}), so it cannot be withdrawn",
+                remedy="Handle the return or credit note in Tryton, then discard this "
+                "dead letter.",
+                error_code="ALREADY_FULFILLED",
+            )
+        open_shipments = [row["id"] for row in shipments if row["state"] != "cancelled"]
+        if open_shipments:
+            await self.rpc.model("stock.shipment.out", "cancel", open_shipments)
+        drafts = [row["id"] for row in invoices if row["state"] != "cancelled"]
+        if drafts:
+            await self.rpc.model("account.invoice", "cancel", drafts)
+        lines = await self.rpc.model("sale.line", "read", sale["lines"], ["moves"])
+        for line in lines:
+            if line["moves"]:
+                await self.rpc.model(
+                    "sale.line", "write", [line["id"]], {"moves_ignored": [["add", line["moves"]]]}
+                )
+        if sale["invoices"]:
+            await self.rpc.model(
+                "sale.sale", "write", [sale_id], {"invoices_ignored": [["add", sale["invoices"]]]}
+            )
+        await self.rpc.model("sale.sale", "process", [sale_id])
+
+    async def _shipments_of(self, sale_id: int) -> list[dict[str, Any]]:
+        (sale,) = await self.rpc.model("sale.sale", "read", [sale_id], ["shipments"])
+        rows: list[dict[str, Any]] = await self.rpc.model(
+            "stock.shipment.out", "read", sale["shipments"], ["state"]
+        )
+        return rows
+
     async def _existing_sales(self, orders: Sequence[SalesOrder]) -> dict[str, dict[str, Any]]:
         references = [sale_reference(order) for order in orders]
         rows = await self.rpc.model(
@@ -137,7 +187,7 @@ class TrytonSpoke:
             0,
             None,
             [["id", "ASC"]],
-            ["reference", "state"],
+            ["reference", "state", "total_amount"],
         )
         found: dict[str, dict[str, Any]] = {}
         for row in rows:
@@ -307,6 +357,18 @@ async def _caught(step: Awaitable[T]) -> T | DeliveryFailure:
         return failure
     except TrytonError as exc:
         return _refusal(exc, "prepare")
+
+
+def _diverged(sale: dict[str, Any], order: SalesOrder) -> tuple[str, ...]:
+    """Say so when the order changed on the channel after its sale was confirmed."""
+    total = Decimal(sale["total_amount"])
+    if total == order.total.amount:
+        return ()
+    return (
+        f"sale {sale['id']} is confirmed in Tryton with total {total}, and the channel's "
+        f"total is now {order.total.amount} {order.currency}; Tryton does not take changes "
+        "to a confirmed sale, so change it there",
+    )
 
 
 def _settled(outcome: Outcome | None) -> Outcome:

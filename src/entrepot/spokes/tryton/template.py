@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 
 # Modules activated in the template. trytond-admin activates their dependencies too.
-MODULES = ("sale", "stock", "sale_price_list", "account_credit_limit")
+MODULES = ("sale", "stock", "sale_price_list", "account_credit_limit", "sale_credit_limit")
 ADMIN_LOGIN = "admin"
 ADMIN_PASSWORD = "admin"
 ADMIN_EMAIL = "admin@example.com"
