@@ -1,8 +1,10 @@
-"""Run the benchmarks: ``python -m bench [intake|delivery] [--quick]``.
+"""Run the benchmarks: ``python -m bench [intake|delivery|tryton] [--quick]``.
 
 Run it from the repository root with the project's virtual environment. It prints
 one table of results, each ratio taken against a baseline measured in the same run,
-and exits with status 1 if a correctness check of a benchmark failed.
+and exits with status 1 if a correctness check of a benchmark failed. ``all`` runs
+intake and delivery; ``tryton`` needs the tryton extra installed and runs only when
+named.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bench import delivery, intake
+from bench import delivery, intake, tryton
 from bench.common import Row, format_table, machine_summary
 
 
@@ -31,14 +33,15 @@ def positive_int(text: str) -> int:
 
 def parse_arguments(arguments: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m bench", description="Benchmark entrepot's intake and delivery."
+        prog="python -m bench",
+        description="Benchmark entrepot's intake and delivery, and posting to Tryton.",
     )
     parser.add_argument(
         "benchmark",
         nargs="?",
-        choices=("all", "intake", "delivery"),
+        choices=("all", "intake", "delivery", "tryton"),
         default="all",
-        help="the benchmark to run (default: all)",
+        help="the benchmark to run (default: all, which is intake and delivery)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="smaller workloads, for a check in about a minute"
@@ -72,6 +75,7 @@ def main(arguments: list[str]) -> int:
     options = parse_arguments(arguments)
     folder = Path(tempfile.mkdtemp(prefix="entrepot-bench-"))
     rows: list[Row] = []
+    tables: list[str] = []
     passed = True
     started = time.monotonic()
     try:
@@ -96,6 +100,14 @@ def main(arguments: list[str]) -> int:
             )
             rows += delivery_rows
             passed = passed and delivery_passed
+        if options.benchmark == "tryton":
+            tryton_folder = folder / "tryton"
+            tryton_folder.mkdir()
+            tryton_table, tryton_passed = tryton.run(
+                tryton.QUICK if options.quick else tryton.FULL, tryton_folder
+            )
+            tables.append(tryton_table)
+            passed = passed and tryton_passed
     finally:
         if options.keep:
             print(f"Data and logs kept in {folder}", file=sys.stderr)
@@ -106,9 +118,11 @@ def main(arguments: list[str]) -> int:
     print(f"Machine: {machine_summary()}")
     print(f"Mode: {mode}; took {time.monotonic() - started:.0f} s")
     print()
-    print(format_table(rows))
+    if rows:
+        tables.insert(0, format_table(rows))
+    print("\n\n".join(tables))
     if not passed:
-        print("\nA correctness check failed. The notes column names it.", file=sys.stderr)
+        print("\nA correctness check failed. The table names it.", file=sys.stderr)
     return 0 if passed else 1
 
 
