@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from entrepot.cli_pushes import pushes_app
 from entrepot.config import Settings, load_settings
 from entrepot.hub.lifecycle import OrderState
 from entrepot.observability.logging import configure_logging
@@ -32,6 +33,7 @@ db_app = typer.Typer(help="The store's schema.", no_args_is_help=True)
 app.add_typer(orders_app, name="orders")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(db_app, name="db")
+app.add_typer(pushes_app, name="pushes")
 
 console = Console()
 

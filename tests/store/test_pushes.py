@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from entrepot.store import pushes
 from entrepot.store.database import Database
@@ -55,3 +57,23 @@ def test_level_changed_while_sending_queues_one_follow_up(tmp_path: Path) -> Non
     assert claimed.payload["available"] == 10
     assert follow_ups == [True, False]
     assert rows == {pushes.IN_FLIGHT: 10, pushes.PENDING: 7}
+
+
+def test_dead_push_retried_goes_again(tmp_path: Path) -> None:
+    database = _database(tmp_path)
+    _level(database, 10)
+    (claimed,) = database.write(lambda session: pushes.claim_pushes(session, "w1", 30, 10))
+
+    def give_up(session: Session) -> None:
+        row = pushes.owned_push(session, claimed)
+        assert row is not None
+        pushes.finish_push(row, pushes.DEAD, "Shopify answered 404")
+
+    database.write(give_up)
+    database.write(lambda session: pushes.retry_push(session, claimed.id, "dana"))
+    (again,) = database.write(lambda session: pushes.claim_pushes(session, "w2", 30, 10))
+
+    assert again.id == claimed.id
+    assert again.attempts == 1
+    with pytest.raises(pushes.PushNotRetryableError, match="is in_flight, not dead"):
+        database.write(lambda session: pushes.retry_push(session, claimed.id, "dana"))

@@ -41,6 +41,7 @@ from entrepot.wakeups import wait_for_work
 log = logging.getLogger(__name__)
 
 PAGE = 200
+MAX_BACKOFF = 60.0  # seconds between polls at most while the target keeps failing
 FIRST_CURSOR = dt.datetime(2000, 1, 1)
 
 
@@ -81,17 +82,30 @@ class ReadBackWorker:
 
     async def run(self, stopping: asyncio.Event) -> None:
         log.info("Read-back worker for %s started.", self.target)
+        failures = 0
         while not stopping.is_set():
             try:
                 summary = await self.poll_once()
             except (DeliveryFailure, TrytonError, LookupError, TargetClosedError) as exc:
-                log.warning("Reading back from %s failed: %s; trying again.", self.target, exc)
+                failures += 1
+                # One warning per outage; the polls that keep failing log at debug.
+                level = logging.WARNING if failures == 1 else logging.DEBUG
+                log.log(level, "Reading back from %s failed: %s; trying again.", self.target, exc)
             except Exception:
+                failures += 1
                 log.exception("Reading back from %s failed unexpectedly.", self.target)
             else:
+                if failures:
+                    log.info(
+                        "Reading back from %s works again after %d failed polls.",
+                        self.target,
+                        failures,
+                    )
+                failures = 0
                 if summary.pushes and self._on_pushed is not None:
                     self._on_pushed()
-            await wait_for_work(self.wake, stopping, self._interval)
+            wait = min(self._interval * 2 ** min(failures, 6), max(self._interval, MAX_BACKOFF))
+            await wait_for_work(self.wake, stopping, wait)
         log.info("Read-back worker for %s stopped.", self.target)
 
     async def poll_once(self) -> PollSummary:

@@ -172,3 +172,46 @@ def reschedule_push(
         finish_push(row, DONE, f"superseded by push {newer}")
         return
     row.status = PENDING
+
+
+class PushNotRetryableError(Exception):
+    """Raised for a push that does not exist or has not failed."""
+
+
+def list_pushes(session: Session, *, status: str | None, limit: int = 100) -> list[ChannelPush]:
+    """Return the newest pushes, of ``status`` when given."""
+    query = select(ChannelPush).order_by(ChannelPush.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(ChannelPush.status == status)
+    return list(session.scalars(query))
+
+
+def retry_push(session: Session, push_id: int, by: str) -> None:
+    """Send a push that failed for good once more, from its first attempt.
+
+    A newer push of the same key waiting already makes this one unneeded; it is then
+    closed as superseded.
+    """
+    row = session.get(ChannelPush, push_id, with_for_update=True)
+    if row is None or row.status != DEAD:
+        state = "not found" if row is None else f"is {row.status}, not dead"
+        raise PushNotRetryableError(f"push {push_id} {state}")
+    now = utc_now()
+    row.attempts = 0
+    row.next_attempt_at = now
+    row.updated_at = now
+    row.finished_at = None
+    row.outcome = f"retried by {by}"
+    waiting = session.scalars(
+        select(ChannelPush.id).where(
+            ChannelPush.channel == row.channel,
+            ChannelPush.account == row.account,
+            ChannelPush.kind == row.kind,
+            ChannelPush.key == row.key,
+            ChannelPush.status == PENDING,
+        )
+    ).first()
+    if waiting is not None:
+        finish_push(row, DONE, f"superseded by push {waiting}; retry by {by} not needed")
+        return
+    row.status = PENDING

@@ -1,0 +1,98 @@
+"""``entrepot pushes``: the fulfillments and inventory levels on their way to shops."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+pushes_app = typer.Typer(
+    help="Pushes back to channels: fulfillments and inventory levels.", no_args_is_help=True
+)
+console = Console()
+
+
+class PushFilter(StrEnum):
+    DEAD = "dead"
+    PENDING = "pending"
+    DONE = "done"
+    ALL = "all"
+
+
+@pushes_app.command("list")
+def pushes_list(
+    config: Annotated[Path | None, typer.Option(help="Configuration file.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder of the store.")] = None,
+    status: Annotated[PushFilter, typer.Option(help="Only pushes with this status.")] = (
+        PushFilter.DEAD
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List pushes; by default those that failed for good."""
+    from entrepot.cli import _runtime_database
+    from entrepot.store.pushes import list_pushes
+
+    database = _runtime_database(config, data_dir)
+    with database.read() as session:
+        wanted = None if status is PushFilter.ALL else status.value
+        views = [_view(row) for row in list_pushes(session, status=wanted)]
+    if as_json:
+        console.print_json(json.dumps(views))
+        return
+    table = Table()
+    for column in ("id", "kind", "shop", "key", "status", "attempts", "error"):
+        table.add_column(column, overflow="fold")
+    for view in views:
+        table.add_row(
+            str(view["id"]),
+            view["kind"],
+            view["account"],
+            view["key"],
+            view["status"],
+            str(view["attempts"]),
+            view["last_error"] or "",
+        )
+    console.print(table)
+
+
+@pushes_app.command("retry")
+def pushes_retry(
+    push_id: Annotated[int, typer.Argument(help="Push id.")],
+    config: Annotated[Path | None, typer.Option(help="Configuration file.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Folder of the store.")] = None,
+    by: Annotated[str | None, typer.Option("--by", help="Who acts (default: your login).")] = None,
+) -> None:
+    """Send a push that failed for good once more."""
+    from entrepot.cli import _runtime_database
+    from entrepot.store.pushes import PushNotRetryableError, retry_push
+
+    database = _runtime_database(config, data_dir)
+    who = by or getpass.getuser()
+    try:
+        database.write(lambda session: retry_push(session, push_id, who))
+    except PushNotRetryableError as exc:
+        console.print(f"Push not retried: {exc}.", markup=False)
+        raise typer.Exit(1) from exc
+    console.print(f"Push {push_id} queued again.")
+
+
+def _view(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "channel": row.channel,
+        "account": row.account,
+        "key": row.key,
+        "status": row.status,
+        "attempts": row.attempts,
+        "payload": row.payload,
+        "last_error": row.last_error,
+        "outcome": row.outcome,
+        "order_id": row.order_id,
+    }
