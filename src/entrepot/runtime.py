@@ -17,6 +17,7 @@ from entrepot.config import Settings
 from entrepot.delivery.budget import TargetBudget
 from entrepot.delivery.pushes import ChannelPushWorker
 from entrepot.delivery.worker import TargetWorker
+from entrepot.events.workers import EventWorkers
 from entrepot.hub.intake import IntakeProcessor
 from entrepot.hub.intake_worker import IntakeWorker
 from entrepot.hub.pulls import OrderPuller, OrderRereader, admin_clients
@@ -47,6 +48,7 @@ class Runtime:
         self.pushes: ChannelPushWorker | None = None
         self.puller: OrderPuller | None = None
         self.intake: IntakeWorker | None = None
+        self.events: EventWorkers | None = None
         self._admin_clients: dict[str, ShopifyAdminClient] = {}
 
     def notify_receipt(self) -> None:
@@ -58,6 +60,9 @@ class Runtime:
         worker = self.targets.get(target)
         if worker is not None:
             worker.wake.set()
+        # Intake queues deliveries in the transaction that writes the order's events.
+        if self.events is not None:
+            self.events.wake_relay()
 
     def build_workers(self) -> None:
         workers = self.settings.workers
@@ -96,6 +101,12 @@ class Runtime:
             if reader is not None:
                 self.readers[name] = reader
         self.pushes = self._push_worker(clients)
+        self.events = EventWorkers(
+            self.settings.events,
+            self.database,
+            owner=self.owner,
+            poll_interval=workers.poll_interval_seconds,
+        )
 
     def _reader(self, name: str, spoke: ErpSpoke) -> ReadBackWorker | None:
         """Build the read-back worker of a target whose spoke can be read back."""
@@ -143,6 +154,8 @@ class Runtime:
             runs.append(self.pushes.run(stopping))
         if self.puller is not None:
             runs.append(self.puller.run(stopping))
+        if self.events is not None:
+            runs.append(self.events.run(stopping))
         try:
             await asyncio.gather(*runs)
         finally:
