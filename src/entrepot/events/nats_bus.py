@@ -485,7 +485,16 @@ class _SubscriberRun:
                 log.info("Subscriber %s is fetching again", self.subscription.name)
                 failing = False
             for msg in msgs:
-                self._dispatch(msg)
+                try:
+                    self._dispatch(msg)
+                except Exception:
+                    # The message stays unacknowledged, so the server redelivers it
+                    # after ack_wait, and the other messages go on.
+                    log.exception(
+                        "Subscriber %s cannot dispatch message %s",
+                        self.subscription.name,
+                        msg.reply,
+                    )
 
     async def _fetch(self, batch: int) -> list[Msg]:
         if self.pull is None:
