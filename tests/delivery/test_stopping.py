@@ -16,6 +16,7 @@ from entrepot.runtime import Runtime
 from entrepot.spokes.failures import DeliveryFailure
 from entrepot.spokes.netsuite import NetSuiteSpoke
 from entrepot.spokes.protocols import RequestGate, SubmitResult
+from entrepot.store import deliveries
 from entrepot.store.database import Database
 from entrepot.store.tables import Delivery, Receipt
 from tests.harness import (
@@ -147,3 +148,28 @@ def _delivery_statuses(database: Database) -> dict[tuple[str, int, str | None], 
             )
         ).all()
     return {(status, attempts, error): count for status, attempts, error, count in rows}
+
+
+async def test_stop_past_the_grace_ends_leases_for_the_next_worker(
+    tmp_path: Path, slow_erp: ErpSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests still open when the grace runs out are stopped; their deliveries can be
+    taken at once, as ambiguous, instead of after their lease."""
+    monkeypatch.setattr("entrepot.delivery.worker.STOP_GRACE_SECONDS", 0.2)
+    settings = hub_settings(tmp_path / "hub", slow_erp.url, max_concurrency=4)
+    async with running_hub(settings, workers=False) as hub:
+        await _queue_deliveries(hub)
+        await _stop_with_requests_in_flight(hub.runtime, slow_erp, 4)
+        with hub.runtime.database.read() as session:
+            rows = list(session.scalars(select(Delivery)))
+            stopped = [row for row in rows if row.status == "in_flight"]
+        claimed = hub.runtime.database.write(
+            lambda session: deliveries.claim_batch(session, "erp", "next", 30, 50)
+        )
+
+    assert len(stopped) == 4
+    assert sorted((row.status, row.attempts) for row in rows if row not in stopped) == [
+        ("pending", 0)
+    ] * (ORDERS - 4)
+    taken = {item.id: item.ambiguous for item in claimed}
+    assert all(taken[row.id] for row in stopped)

@@ -59,7 +59,8 @@ class TargetWorker:
             settings.max_attempts,
             Backoff(settings.backoff_initial_seconds, settings.backoff_max_seconds),
         )
-        self._sending: dict[asyncio.Task[None], int] = {}
+        self._sending: dict[asyncio.Task[None], list[ClaimedDelivery]] = {}
+        self._started: set[int] = set()  # deliveries whose request has begun
         # Set by `run` once the worker must stop. A claimed delivery whose
         # request has not started by then goes back to the queue instead.
         self._stopping = asyncio.Event()
@@ -107,7 +108,9 @@ class TargetWorker:
             await wait_for_work(self.wake, stopping, min(max(seconds, 0.01), self._poll_interval))
             return
 
-        slots = await self._take_free_slots()
+        slots = await self._take_free_slots(stopping)
+        if not slots:
+            return
         try:
             claimed = await self._claim_filling(slots, stopping)
         except BaseException:
@@ -120,7 +123,7 @@ class TargetWorker:
         for group in self._groups(claimed):
             send = self._send(group[0]) if len(group) == 1 else self._send_batch(group)
             task = asyncio.create_task(send, name=f"deliver-{group[0].id}")
-            self._sending[task] = len(group)
+            self._sending[task] = group
             task.add_done_callback(self._sent)
 
     async def _claim_filling(self, slots: int, stopping: asyncio.Event) -> list[ClaimedDelivery]:
@@ -145,22 +148,41 @@ class TargetWorker:
         size = self._batch_size
         return alone + [upserts[start : start + size] for start in range(0, len(upserts), size)]
 
-    async def _take_free_slots(self) -> int:
+    async def _take_free_slots(self, stopping: asyncio.Event) -> int:
         """Wait for room for one more claimed delivery, then take all the room there
-        is, so that one claim fills it."""
-        await self._held.acquire()
+        is, so that one claim fills it. Returns 0 when ``stopping`` is set first."""
+        if not await self._acquire_unless(stopping):
+            return 0
         taken = 1
         while not self._held.locked():
             await self._held.acquire()
             taken += 1
         return taken
 
+    async def _acquire_unless(self, stopping: asyncio.Event) -> bool:
+        acquire = asyncio.ensure_future(self._held.acquire())
+        stop = asyncio.ensure_future(stopping.wait())
+        try:
+            await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if acquire.done() and not acquire.cancelled():
+            return True
+        acquire.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await acquire
+        if acquire.cancelled():
+            return False
+        return True  # it acquired while being cancelled; the caller releases it
+
     def _release_slots(self, count: int) -> None:
         for _ in range(count):
             self._held.release()
 
     def _sent(self, task: asyncio.Task[None]) -> None:
-        self._release_slots(self._sending.pop(task, 1))
+        group = self._sending.pop(task, [])
+        self._started.difference_update(claimed.id for claimed in group)
+        self._release_slots(len(group) or 1)
         if not task.cancelled() and task.exception() is not None:
             log.critical("Sending a delivery to %s crashed.", self.name, exc_info=task.exception())
 
@@ -216,6 +238,7 @@ class TargetWorker:
             if self._stopping.is_set():
                 sent: Outcome | list[SubmitResult | DeliveryFailure] = self._put_back(len(orders))
             else:
+                self._started.update(claimed.id for claimed in batch)
                 sent = await self._within_breaker(lambda: spoke.submit_orders(orders))
         for position, index in enumerate(to_send):
             outcomes[index] = _outcome(sent[position]) if isinstance(sent, list) else sent
@@ -240,6 +263,7 @@ class TargetWorker:
         async with self._budget.slots:
             if self._stopping.is_set():
                 return self._put_back(1)
+            self._started.add(claimed.id)
             return await self._request_within_breaker(claimed, order_row)
 
     async def _request_within_breaker(
@@ -302,16 +326,27 @@ class TargetWorker:
         if not self._sending:
             return
         _done, pending = await asyncio.wait(list(self._sending), timeout=STOP_GRACE_SECONDS)
+        cut = [claimed for task in pending for claimed in self._sending.get(task, [])]
+        stopped = [claimed for claimed in cut if claimed.id in self._started]
+        unstarted = [claimed for claimed in cut if claimed.id not in self._started]
         for task in pending:
             task.cancel()
         for task in pending:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if pending:
+        for claimed in unstarted:
+            await asyncio.to_thread(self._record, claimed, self._put_back(1))
+        if stopped:
+            # The requests may have reached the target: end their leases now, so the
+            # next worker takes them at once, as ambiguous, instead of after the lease.
+            await asyncio.to_thread(
+                self._database.write,
+                lambda session: deliveries.end_leases(session, stopped),
+            )
             log.warning(
-                "Stopped %d deliveries to %s in flight; their leases will run out "
-                "and another worker will send them again.",
-                len(pending),
+                "Stopped %d deliveries to %s in flight; the next worker sends them again "
+                "after looking them up.",
+                len(stopped),
                 self.name,
             )
 

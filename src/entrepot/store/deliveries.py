@@ -230,3 +230,16 @@ def ever_attempted(session: Session, order_id: int) -> bool:
         ).first()
         is not None
     )
+
+
+def end_leases(session: Session, claimed: list[ClaimedDelivery]) -> None:
+    """End the leases of deliveries whose requests were stopped midway, so that the
+    next claim takes them at once and marks them ambiguous."""
+    past = utc_now() - timedelta(seconds=1)
+    for item in claimed:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == item.id, Delivery.lease_owner == item.lease_owner)
+            .where(Delivery.status == IN_FLIGHT)
+            .values(lease_expires_at=past)
+        )
