@@ -171,9 +171,8 @@ class TargetWorker:
         acquire.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await acquire
-        if acquire.cancelled():
-            return False
-        return True  # it acquired while being cancelled; the caller releases it
+        # Not cancelled means it acquired while being cancelled; the caller releases it.
+        return not acquire.cancelled()
 
     def _release_slots(self, count: int) -> None:
         for _ in range(count):
