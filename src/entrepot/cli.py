@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from entrepot.cli_pushes import pushes_app
+from entrepot.cli_tryton import tryton_server
 from entrepot.config import Settings, load_settings
 from entrepot.hub.lifecycle import OrderState
 from entrepot.observability.logging import configure_logging
@@ -34,6 +35,7 @@ app.add_typer(orders_app, name="orders")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(db_app, name="db")
 app.add_typer(pushes_app, name="pushes")
+app.command("tryton-server")(tryton_server)
 
 console = Console()
 
@@ -478,3 +480,4 @@ def _table(*columns: str) -> Table:
 
 def main() -> None:
     app()
+
