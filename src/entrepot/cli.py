@@ -481,3 +481,5 @@ def _table(*columns: str) -> Table:
 def main() -> None:
     app()
 
+
+import entrepot.cli_events  # noqa: E402, F401  (adds the replay and events commands)

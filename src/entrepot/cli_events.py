@@ -1,0 +1,309 @@
+"""The ``entrepot replay`` and ``entrepot events`` commands: outbox events delivered
+again, and the event dead letters of the database bus.
+
+Importing this module adds the commands to `entrepot.cli.app`.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from enum import StrEnum
+from functools import partial
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from entrepot.cli import (
+    ByOption,
+    ConfigOption,
+    DataDirOption,
+    JsonOption,
+    _fail,
+    _runtime_database,
+    _settings,
+    _table,
+    app,
+    console,
+)
+from entrepot.config import Settings
+
+events_app = typer.Typer(help="Business events and their subscribers.", no_args_is_help=True)
+event_dlq_app = typer.Typer(
+    help="Event dead letters of the database bus: inspect, retry, discard.", no_args_is_help=True
+)
+events_app.add_typer(event_dlq_app, name="dlq")
+app.add_typer(events_app, name="events")
+
+log = logging.getLogger(__name__)
+
+# Events put back per write transaction, and per step of the progress bar.
+REPLAY_BATCH = 200
+
+
+class EventDeadLetterFilter(StrEnum):
+    """Statuses to list event dead letters by; ``all`` lists every one."""
+
+    OPEN = "open"
+    RETRIED = "retried"
+    DISCARDED = "discarded"
+    ALL = "all"
+
+
+@app.command("replay")
+def replay(
+    subscriber: Annotated[
+        str | None, typer.Option("--subscriber", help="Subscriber to deliver the events to.")
+    ] = None,
+    all_subscribers: Annotated[
+        bool,
+        typer.Option(
+            "--all-subscribers",
+            help="Deliver to every subscriber, configured or registered with the bus.",
+        ),
+    ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Only events created at or after this ISO 8601 time (UTC if no offset)."
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(help="Only events created before this ISO 8601 time (UTC if no offset)."),
+    ] = None,
+    event_types: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--type", help="Only events of this type, such as order.accepted; repeatable."
+        ),
+    ] = None,
+    subject: Annotated[
+        str | None,
+        typer.Option(
+            help="Only events of this subject (aggregate), such as order/shopify/SHOP/ID."
+        ),
+    ] = None,
+    correlation_id: Annotated[
+        str | None, typer.Option("--correlation-id", help="Only events with this correlation id.")
+    ] = None,
+    by: ByOption = None,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Deliver outbox events again to a subscriber of the database bus.
+
+    Each selected event's delivery is put back to pending with its attempts at 0,
+    or created if the subscriber never had one. Subscribers drop events they have
+    already handled by their id, so replaying twice has the effect of once.
+    """
+    from entrepot.events.envelope import EVENT_TYPES
+    from entrepot.events.replay import EventFilter, ReplayCounts, matching_events, replay_events
+
+    settings = _settings(config, data_dir)
+    if settings.events.bus_url:
+        _fail(
+            f"Replay resets deliveries of the database bus, but [events] bus_url is "
+            f"{settings.events.bus_url!r}; run it against a hub whose bus_url is empty."
+        )
+    unknown = sorted(set(event_types or ()) - EVENT_TYPES)
+    if unknown:
+        known = ", ".join(sorted(EVENT_TYPES))
+        _fail(f"Unknown event type {', '.join(unknown)}; known types: {known}.", code=2)
+    event_filter = EventFilter(
+        since=_parse_time("--since", since),
+        until=_parse_time("--until", until),
+        types=frozenset(event_types or ()),
+        subject=subject,
+        correlation_id=correlation_id,
+    )
+    database = _runtime_database(config, data_dir)
+    with database.read() as session:
+        targets = _replay_subscribers(settings, session, subscriber, all_subscribers)
+        events = matching_events(session, event_filter)
+    if not events:
+        console.print("No events match; nothing was replayed.")
+        return
+
+    operator = by or getpass.getuser()
+    counts = ReplayCounts()
+    with _progress() as progress:
+        task = progress.add_task("Replaying", total=len(events))
+        for start in range(0, len(events), REPLAY_BATCH):
+            batch = events[start : start + REPLAY_BATCH]
+            work = partial(replay_events, events=batch, subscribers=targets, by=operator)
+            counts.merge(database.write(work))
+            progress.advance(task, len(batch))
+    names = ", ".join(sorted(targets))
+    log.info(
+        "Replay by %s: %d events to %s, %d deliveries reset, %d created, %d in flight.",
+        operator,
+        len(counts.events),
+        names,
+        counts.reset,
+        counts.created,
+        counts.in_flight,
+    )
+    console.print(
+        f"Replayed {len(counts.events)} of {len(events)} matching events to {names}: "
+        f"{counts.reset} deliveries put back to pending, {counts.created} created, "
+        f"{counts.in_flight} left in flight."
+    )
+
+
+def _parse_time(option: str, text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        _fail(
+            f"Invalid {option} {text!r}: expected an ISO 8601 time such as 2026-12-04T10:00:00Z.",
+            code=2,
+        )
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _replay_subscribers(
+    settings: Settings, session: Any, name: str | None, every: bool
+) -> dict[str, frozenset[str]]:
+    """Return the subscribers to replay to, with the event types each takes. The
+    configured types win over those registered with the bus."""
+    from entrepot.events.replay import registered_subscribers
+
+    if (name is None) == (not every):
+        _fail("Give either --subscriber NAME or --all-subscribers.", code=2)
+    known = registered_subscribers(session)
+    known.update(
+        {key: frozenset(value.types) for key, value in settings.events.subscribers.items()}
+    )
+    if every:
+        if not known:
+            _fail("No subscribers are configured or registered; nothing to replay to.")
+        return known
+    assert name is not None
+    if name not in known:
+        listed = ", ".join(sorted(known)) or "none"
+        _fail(f"Subscriber {name!r} not found; known subscribers: {listed}.")
+    return {name: known[name]}
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("events"),
+        console=console,
+    )
+
+
+@event_dlq_app.command("list")
+def dlq_list(
+    status: Annotated[
+        EventDeadLetterFilter, typer.Option(help="Only event dead letters with this status.")
+    ] = EventDeadLetterFilter.OPEN,
+    subscriber: Annotated[str | None, typer.Option(help="Only those of this subscriber.")] = None,
+    limit: Annotated[int, typer.Option(help="Maximum number of dead letters.", min=1)] = 100,
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """List event dead letters, newest first."""
+    from entrepot.events.dead_letters import event_dead_letter_view, list_event_dead_letters
+
+    database = _runtime_database(config, data_dir)
+    status_filter = None if status is EventDeadLetterFilter.ALL else status.value
+    with database.read() as session:
+        found = list_event_dead_letters(
+            session, status=status_filter, subscriber=subscriber, limit=limit
+        )
+        views = [event_dead_letter_view(letter) for letter in found]
+    if as_json:
+        console.print_json(json.dumps(views))
+        return
+    table = _table("id", "subscriber", "type", "subject", "status", "attempts", "reason")
+    for view in views:
+        table.add_row(
+            str(view["id"]),
+            view["subscriber"],
+            view["type"],
+            view["subject"],
+            view["status"],
+            str(view["attempts"]),
+            view["reason"],
+        )
+    console.print(table)
+
+
+@event_dlq_app.command("show")
+def dlq_show(
+    dead_letter_id: Annotated[int, typer.Argument(help="Event dead letter id.")],
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Show an event dead letter with its event and its delivery, as JSON."""
+    from entrepot.events.dead_letters import event_dead_letter_detail
+
+    database = _runtime_database(config, data_dir)
+    with database.read() as session:
+        view = event_dead_letter_detail(session, dead_letter_id)
+    if view is None:
+        _fail(f"Event dead letter {dead_letter_id} not found.")
+    console.print_json(json.dumps(view))
+
+
+@event_dlq_app.command("retry")
+def dlq_retry(
+    dead_letter_id: Annotated[int, typer.Argument(help="Event dead letter id.")],
+    by: ByOption = None,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Deliver the event again to its subscriber, with the attempts starting at 0."""
+    from entrepot.events.dead_letters import retry_event_dead_letter
+
+    _act(retry_event_dead_letter, dead_letter_id, by, config, data_dir, "retried")
+
+
+@event_dlq_app.command("discard")
+def dlq_discard(
+    dead_letter_id: Annotated[int, typer.Argument(help="Event dead letter id.")],
+    by: ByOption = None,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Close an event dead letter without delivering the event again."""
+    from entrepot.events.dead_letters import discard_event_dead_letter
+
+    _act(discard_event_dead_letter, dead_letter_id, by, config, data_dir, "discarded")
+
+
+def _act(
+    operation: Callable[[Any, int, str], Any],
+    dead_letter_id: int,
+    by: str | None,
+    config: Path | None,
+    data_dir: Path | None,
+    done: str,
+) -> None:
+    from entrepot.events.dead_letters import (
+        EventDeadLetterClosedError,
+        EventDeadLetterNotFoundError,
+    )
+
+    database = _runtime_database(config, data_dir)
+    operator = by or getpass.getuser()
+    try:
+        letter = operation(database, dead_letter_id, operator)
+    except (EventDeadLetterNotFoundError, EventDeadLetterClosedError) as exc:
+        _fail(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
+    console.print(
+        f"Event dead letter {dead_letter_id} {done} by {operator} "
+        f"(event {letter.event_id} to subscriber {letter.subscriber})."
+    )

@@ -1,0 +1,241 @@
+"""``entrepot replay`` and ``entrepot events dlq``, on an embedded store."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sqlalchemy import select
+from typer.testing import CliRunner
+
+from entrepot.cli import app
+from entrepot.config import EventSubscriberSettings, load_settings
+from entrepot.events.bus import Subscription
+from entrepot.events.envelope import Event
+from entrepot.events.inbox import InboxOutcome
+from entrepot.events.webhooks import WebhookSubscriber
+from entrepot.spokes.failures import PermanentFailure
+from entrepot.store.database import Database
+from entrepot.store.tables import EventDeadLetter, EventDelivery, OutboxEvent
+from tests.event_store import (
+    ORDER_TYPES,
+    drain,
+    inbox_handler,
+    order_subject_of,
+    publish,
+    store_in,
+    write_order_events,
+)
+from tests.webhook_receiver import RECEIVER_SECRET, running_receiver
+
+runner = CliRunner()
+FEED = Subscription("feed", frozenset(ORDER_TYPES), redeliver_after_seconds=0.01)
+
+
+def _deliveries(database: Database, subscriber: str) -> dict[str, tuple[str, int]]:
+    """Return (status, attempts) of the subscriber's deliveries by event id."""
+    with database.read() as session:
+        rows = session.execute(
+            select(OutboxEvent.event_id, EventDelivery.status, EventDelivery.attempts)
+            .join(OutboxEvent, OutboxEvent.id == EventDelivery.outbox_id)
+            .where(EventDelivery.subscriber == subscriber)
+        ).all()
+    return {event_id: (status, attempts) for event_id, status, attempts in rows}
+
+
+def _replay(data_dir: Path, *args: str) -> str:
+    result = runner.invoke(app, ["replay", "--data-dir", str(data_dir), "--by", "ops", *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+async def test_replay_twice_has_effect_once(tmp_path: Path) -> None:
+    database = store_in(tmp_path)
+    events = write_order_events(database, (1001, 1002))
+    await publish(database, FEED, events)
+    outcomes: list[tuple[str, InboxOutcome]] = []
+    await drain(database, FEED, inbox_handler(database, "feed", outcomes))
+    accepted = [event.id for event in events if event.type == "order.accepted"]
+
+    first = _replay(tmp_path, "--subscriber", "feed", "--type", "order.accepted")
+    after_first = _deliveries(database, "feed")
+    await drain(database, FEED, inbox_handler(database, "feed", outcomes))
+    second = _replay(tmp_path, "--subscriber", "feed", "--type", "order.accepted")
+    await drain(database, FEED, inbox_handler(database, "feed", outcomes))
+
+    expected = (
+        "Replayed 2 of 2 matching events to feed: 2 deliveries put back to pending, "
+        "0 created, 0 left in flight."
+    )
+    assert expected in " ".join(first.split())
+    assert expected in " ".join(second.split())
+    assert {event_id: after_first[event_id] for event_id in accepted} == {
+        event_id: ("pending", 0) for event_id in accepted
+    }
+    assert [outcome for _, outcome in outcomes[:6]] == [InboxOutcome.APPLIED] * 6
+    assert sorted(outcomes[6:]) == sorted(
+        [(event_id, InboxOutcome.DUPLICATE) for event_id in accepted] * 2
+    )
+    assert _deliveries(database, "feed") == {event.id: ("done", 1) for event in events}
+
+
+async def test_replay_filters_to_new_webhook_subscriber(tmp_path: Path) -> None:
+    database = store_in(tmp_path)
+    events = write_order_events(database, (1001, 1002, 1003))
+    with running_receiver() as receiver:
+        config = tmp_path / "entrepot.toml"
+        config.write_text(
+            "[events.subscribers.hook]\n"
+            f'url = "{receiver.url}"\n'
+            f'secret = "{RECEIVER_SECRET}"\n'
+            f"types = {json.dumps(list(ORDER_TYPES))}\n"
+            "requests_per_second = 100\n"
+        )
+        options = ["--config", str(config), "--subscriber", "hook"]
+        window = _replay(
+            tmp_path, *options, "--since", "2026-12-04T10:02:00Z", "--until", "2026-12-04T10:03"
+        )
+        subject = _replay(tmp_path, *options, "--subject", order_subject_of(1001))
+        correlated = _replay(tmp_path, *options, "--correlation-id", "corr-1001")
+        hook = WebhookSubscriber("hook", _hook_settings(config))
+        await drain(database, hook.subscription, hook)
+        delivered_once = len(receiver.requests)
+        _replay(tmp_path, *options, "--correlation-id", "corr-1001")
+        await drain(database, hook.subscription, hook)
+        await hook.aclose()
+
+    by_id = {event.id: event for event in events}
+    assert (
+        "Replayed 3 of 3 matching events to hook: 0 deliveries put back to pending, 3 created"
+        in (" ".join(window.split()))
+    )
+    assert (
+        "Replayed 3 of 3 matching events to hook: 0 deliveries put back to pending, 3 created"
+        in (" ".join(subject.split()))
+    )
+    assert "3 deliveries put back to pending, 0 created" in " ".join(correlated.split())
+    received = [by_id[e["id"]].correlationid for e in receiver.unique_events()]
+    assert sorted(received) == ["corr-1001"] * 3 + ["corr-1002"] * 3
+    assert delivered_once == 6
+    # The second replay of order 1001 reaches the receiver, which drops it by event id.
+    assert len(receiver.requests) == 9
+    assert len(receiver.unique_events()) == 6
+    assert receiver.bad_signatures == 0
+
+
+def _hook_settings(config: Path) -> EventSubscriberSettings:
+    return load_settings(config).events.subscribers["hook"]
+
+
+async def test_replay_reopens_dead_letter(tmp_path: Path) -> None:
+    database = store_in(tmp_path)
+    events = write_order_events(database, (1001,))
+    await publish(database, FEED, events)
+
+    async def reject_accepted(event: Event) -> None:
+        if event.type == "order.accepted":
+            raise PermanentFailure("the feed has no such order")
+
+    await drain(database, FEED, reject_accepted)
+    output = _replay(tmp_path, "--all-subscribers", "--correlation-id", "corr-1001")
+
+    with database.read() as session:
+        letter = session.scalars(select(EventDeadLetter)).one()
+    assert "Replayed 3 of 3 matching events to feed" in " ".join(output.split())
+    assert letter.status == "retried"
+    assert letter.resolved_by == "ops"
+    assert _deliveries(database, "feed")[events[2].id] == ("pending", 0)
+
+
+def test_replay_option_errors(tmp_path: Path) -> None:
+    database = store_in(tmp_path)
+    write_order_events(database, (1001,))
+    base = ["replay", "--data-dir", str(tmp_path)]
+    nats = tmp_path / "nats.toml"
+    nats.write_text('[events]\nbus_url = "nats://127.0.0.1:4222"\n')
+
+    neither = runner.invoke(app, base)
+    both = runner.invoke(app, [*base, "--subscriber", "feed", "--all-subscribers"])
+    unknown = runner.invoke(app, [*base, "--subscriber", "nobody"])
+    bad_type = runner.invoke(app, [*base, "--all-subscribers", "--type", "order.shipped"])
+    bad_time = runner.invoke(app, [*base, "--all-subscribers", "--since", "yesterday"])
+    on_nats = runner.invoke(app, [*base, "--config", str(nats), "--subscriber", "feed"])
+    nothing = runner.invoke(app, [*base, "--all-subscribers"])
+
+    assert neither.exit_code == 2
+    assert "Give either --subscriber NAME or --all-subscribers." in neither.output
+    assert both.exit_code == 2
+    assert unknown.exit_code == 1
+    assert "Subscriber 'nobody' not found; known subscribers: none." in unknown.output
+    assert bad_type.exit_code == 2
+    assert "Unknown event type order.shipped; known types: inventory.changed" in bad_type.output
+    assert bad_time.exit_code == 2
+    assert "Invalid --since 'yesterday'" in bad_time.output
+    assert on_nats.exit_code == 1
+    assert "bus_url is 'nats://127.0.0.1:4222'" in " ".join(on_nats.output.split())
+    assert nothing.exit_code == 1
+    assert "No subscribers are configured or registered" in nothing.output
+
+
+async def test_replay_without_matches(tmp_path: Path) -> None:
+    database = store_in(tmp_path)
+    events = write_order_events(database, (1001,))
+    await publish(database, FEED, events)
+
+    output = _replay(tmp_path, "--subscriber", "feed", "--since", "2027-01-01T00:00:00+01:00")
+
+    assert "No events match; nothing was replayed." in output
+
+
+async def test_event_dlq_commands(tmp_path: Path) -> None:
+    database = store_in(tmp_path)
+    events = write_order_events(database, (1001, 1002))
+    await publish(database, FEED, events)
+
+    async def reject_accepted(event: Event) -> None:
+        if event.type == "order.accepted":
+            raise PermanentFailure("the feed has no such order")
+
+    await drain(database, FEED, reject_accepted)
+    base = ["--data-dir", str(tmp_path)]
+    listed = runner.invoke(app, ["events", "dlq", "list", "--json", *base])
+    letters = json.loads(listed.output)
+    first, second = sorted(letter["id"] for letter in letters)
+    shown = runner.invoke(app, ["events", "dlq", "show", str(first), *base])
+    retried = runner.invoke(app, ["events", "dlq", "retry", str(first), "--by", "alice", *base])
+    again = runner.invoke(app, ["events", "dlq", "retry", str(first), "--by", "alice", *base])
+    discarded = runner.invoke(app, ["events", "dlq", "discard", str(second), "--by", "bob", *base])
+    missing = runner.invoke(app, ["events", "dlq", "show", "999", *base])
+    table = runner.invoke(app, ["events", "dlq", "list", "--status", "all", *base])
+    still_open = runner.invoke(app, ["events", "dlq", "list", "--json", *base])
+
+    detail = json.loads(shown.output)
+    with database.read() as session:
+        resolved = {
+            row.id: (row.status, row.resolved_by)
+            for row in session.scalars(select(EventDeadLetter))
+        }
+    accepted = {e.correlationid: e.id for e in events if e.type == "order.accepted"}
+    assert listed.exit_code == 0
+    assert [letter["subscriber"] for letter in letters] == ["feed", "feed"]
+    assert {letter["correlation_id"] for letter in letters} == {"corr-1001", "corr-1002"}
+    assert letters[0]["reason"] == "refused after 1 deliveries: the feed has no such order"
+    assert detail["event"]["id"] == detail["event_id"]
+    assert detail["delivery"] == {
+        "status": "dead",
+        "attempts": 1,
+        "last_error": "the feed has no such order",
+    }
+    assert retried.exit_code == 0
+    assert f"Event dead letter {first} retried by alice" in retried.output
+    assert again.exit_code == 1
+    assert f"Event dead letter {first} is already retried (by alice)." in again.output
+    assert discarded.exit_code == 0
+    assert resolved == {first: ("retried", "alice"), second: ("discarded", "bob")}
+    assert _deliveries(database, "feed")[detail["event_id"]] == ("pending", 0)
+    assert detail["event_id"] in accepted.values()
+    assert missing.exit_code == 1
+    assert "Event dead letter 999 not found." in missing.output
+    assert "retried" in table.output
+    assert "discarded" in table.output
+    assert json.loads(still_open.output) == []
