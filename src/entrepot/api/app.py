@@ -9,7 +9,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from entrepot import __version__
-from entrepot.api import dead_letters, orders, webhooks
+from entrepot.api import dead_letters, event_dead_letters, orders, webhooks
 from entrepot.api.access import require_operator
 from entrepot.runtime import Runtime
 
@@ -23,6 +23,7 @@ def create_app(runtime: Runtime, *, run_workers: bool = False) -> FastAPI:
     operator = [Depends(require_operator)]
     app.include_router(orders.router, dependencies=operator)
     app.include_router(dead_letters.router, dependencies=operator)
+    app.include_router(event_dead_letters.router, dependencies=operator)
 
     @app.get("/healthz", tags=["operations"])
     def health() -> dict[str, str]:
