@@ -359,3 +359,21 @@ async def _processing(spoke: TrytonSpoke, sale_id: int) -> None:
         if row["state"] == "confirmed":
             await spoke.rpc.model("sale.sale", "process", [sale_id])
         await asyncio.sleep(0.1)
+
+
+async def test_batch_with_shipping_lines_is_processed(spoke: TrytonSpoke) -> None:
+    """Sales with shipping lines are processed into shipments and invoices at once."""
+    payloads = []
+    for index in range(3):
+        payload = example_order("order-1002")
+        payload.update(id=880090 + index, name=f"#{880090 + index}")
+        payload["customer"]["id"] = 990090 + index
+        payloads.append(canonical(payload))
+    assert all(order.shipping for order in payloads)
+
+    outcomes = await spoke.submit_orders(payloads)
+
+    ids = [int(outcome.erp_id) for outcome in outcomes if not isinstance(outcome, Exception)]
+    rows = await spoke.rpc.model("sale.sale", "read", ids, ["state", "shipments", "invoices"])
+    assert [row["state"] for row in rows] == ["processing"] * 3
+    assert all(len(row["shipments"]) == 1 and len(row["invoices"]) == 1 for row in rows)

@@ -33,12 +33,13 @@ WINDOW_LEAD_SECONDS = 0.5
 
 
 class TargetClosedError(Exception):
-    """Raised when the circuit breaker refuses a request; ``until`` is when it may
-    let one through again."""
+    """Raised when the target takes no request now; ``until`` is when it may again, and
+    ``why`` says what closed it: a maintenance window, a pause, or the open circuit."""
 
-    def __init__(self, target: str, until: datetime) -> None:
-        super().__init__(f"circuit of target {target!r} is open until {until.isoformat()}")
+    def __init__(self, target: str, until: datetime, why: str = "its circuit is open") -> None:
+        super().__init__(f"target {target!r} is closed until {until.isoformat()}: {why}")
         self.until = until
+        self.why = why
 
 
 class TargetBudget:
@@ -83,6 +84,14 @@ class TargetBudget:
         closed = [until for until in reasons if until is not None]
         return max(closed) if closed else None
 
+    def _closed_because(self) -> str:
+        moment = utc_now()
+        if self._schedule.closed_until(moment) is not None:
+            return "a maintenance window"
+        if self._paused_until and self._paused_until > moment:
+            return "a pause after throttling"
+        return "its circuit is open"
+
     def in_maintenance(self, moment: datetime | None = None) -> bool:
         return self._schedule.closed_until(moment or utc_now()) is not None
 
@@ -99,7 +108,7 @@ class TargetBudget:
         await self._limiter.acquire()
         until = self.closed_until()
         if until is not None:
-            raise TargetClosedError(self.name, until)
+            raise TargetClosedError(self.name, until, self._closed_because())
 
     async def call(self, request: Callable[[], Awaitable[T]]) -> T:
         """Run ``request`` through the circuit breaker."""

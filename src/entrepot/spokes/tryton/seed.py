@@ -80,7 +80,7 @@ def seed(database: str) -> None:
     create_taxes()
     products = [create_goods(sku, name, price, category) for sku, (name, price) in GOODS.items()]
     for code, name in SERVICES.items():
-        create_service(code, name)
+        create_service(code, name, category)
     stock_products(products, STOCK_QUANTITY)
     for country_code in COUNTRIES:
         create_country(country_code)
@@ -135,8 +135,11 @@ def create_goods(sku: str, name: str, price: str, category: Any) -> Any:
     return template.products[0]
 
 
-def create_service(code: str, name: str) -> None:
+def create_service(code: str, name: str, category: Any) -> None:
+    """Create a service product; it needs the accounting category too, or Tryton cannot
+    invoice a sale that has a line of it and stops processing that sale."""
     template = new_template(code, name, "service", "0")
+    template.account_category = category
     template.save()
 
 
