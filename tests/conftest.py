@@ -7,6 +7,7 @@ import pytest
 
 from tests.harness import EXAMPLE_SKUS, SHARED_SAMPLES, ErpSim
 from tests.shopsim import ShopSim, running_shop
+from tests.stores import postgres_database
 
 
 @pytest.fixture
@@ -31,3 +32,20 @@ def shop() -> Iterator[ShopSim]:
     """A simulated Shopify shop's Admin API, on a loopback port."""
     with running_shop() as sim:
         yield sim
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty store: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store' / 'entrepot.db'}"
+        return
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """The URL of an empty PostgreSQL database, for tests of PostgreSQL alone."""
+    with postgres_database() as url:
+        yield url

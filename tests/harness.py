@@ -88,14 +88,25 @@ TEST_TARGET = {
 TEST_WORKERS = {"poll_interval_seconds": 0.05, "lease_seconds": 5}
 
 
-def hub_settings(data_dir: Path, erp_url: str, **targets: Any) -> Settings:
-    """Settings for a hub in ``data_dir`` posting to the simulator at ``erp_url``."""
+def hub_settings(
+    data_dir: Path,
+    erp_url: str,
+    *,
+    store_url: str = "",
+    workers: dict[str, Any] | None = None,
+    **targets: Any,
+) -> Settings:
+    """Settings for a hub posting to the simulator at ``erp_url``.
+
+    The store is ``store_url`` (the [store] url setting), or SQLite in ``data_dir``.
+    ``workers`` overrides settings of TEST_WORKERS.
+    """
     target = {**TEST_TARGET, "base_url": erp_url, **targets}
     return load_settings(
         shopify={"webhook_secret": SECRET},
-        store={"data_dir": data_dir},
+        store={"data_dir": data_dir, "url": store_url},
         targets={"erp": target},
-        workers=TEST_WORKERS,
+        workers={**TEST_WORKERS, **(workers or {})},
     )
 
 
@@ -238,11 +249,17 @@ EXAMPLE_SKUS = (
 )
 
 
-def write_config(path: Path, erp_url: str, **sections: dict[str, Any]) -> Path:
-    """Write a TOML configuration for a hub process posting to ``erp_url``."""
+def write_config(
+    path: Path, erp_url: str, *, store_url: str = "", **sections: dict[str, Any]
+) -> Path:
+    """Write a TOML configuration for a hub process posting to ``erp_url``, with its
+    store at ``store_url`` or, by default, in the process's data folder."""
     target = {**TEST_TARGET, "base_url": erp_url, **sections.pop("target", {})}
     workers = {**TEST_WORKERS, **sections.pop("workers", {})}
-    lines = ["[shopify]", f'webhook_secret = "{SECRET}"', "", "[targets.erp]"]
+    lines = ["[shopify]", f'webhook_secret = "{SECRET}"', ""]
+    if store_url:
+        lines += ["[store]", f"url = {_toml_value(store_url)}", ""]
+    lines += ["[targets.erp]"]
     lines += [f"{key} = {_toml_value(value)}" for key, value in target.items()]
     lines += ["", "[workers]"]
     lines += [f"{key} = {_toml_value(value)}" for key, value in workers.items()]
