@@ -249,8 +249,12 @@ def db_upgrade(config: ConfigOption = None, data_dir: DataDirOption = None) -> N
 
     settings = _settings(config, data_dir)
     _create_data_dir(settings)
-    with _store_opening(settings):
-        upgrade_to_head(Database(settings.store.database_url()))
+    database = Database(settings.store.database_url())
+    try:
+        with _store_opening(settings):
+            upgrade_to_head(database)
+    finally:
+        database.dispose()
     console.print("Store is up to date.")
 
 

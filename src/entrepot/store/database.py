@@ -4,6 +4,10 @@ SQLite runs in WAL mode with ``synchronous=FULL``, so a committed receipt surviv
 a power cut, not only a crash of the process. Write transactions start with
 ``BEGIN IMMEDIATE`` so that two writers queue on the lock instead of failing when
 a read lock turns into a write lock.
+
+PostgreSQL runs through psycopg 3 at the server's default isolation, READ
+COMMITTED. Workers claim rows with ``FOR UPDATE SKIP LOCKED``, so several
+processes share the queues without waiting on each other.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from typing import Any, TypeVar
 
 import tenacity
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,7 +31,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BUSY_TIMEOUT_SECONDS = 30.0
-_RETRYABLE_SQLSTATES = {"40001", "40P01"}  # serialization failure, deadlock detected
+# Serialization failure, deadlock detected, and unique violation. Code written for
+# SQLite, where write transactions run one at a time, may look a row up and insert
+# it when it is absent. On PostgreSQL a concurrent transaction can insert the same
+# key in between, and running the transaction again finds that row.
+_RETRYABLE_SQLSTATES = {"40001", "40P01", "23505"}
 
 
 def is_retryable(exc: BaseException) -> bool:
@@ -59,8 +67,8 @@ class Database:
     """
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
-        self.url = url
-        self.engine = _create_engine(url, echo=echo)
+        self.url = with_default_driver(url)
+        self.engine = _create_engine(self.url, echo=echo)
         reader = self.engine.execution_options(sqlite_begin="BEGIN")
         self._write_sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(reader, expire_on_commit=False)
@@ -69,6 +77,10 @@ class Database:
     @property
     def is_sqlite(self) -> bool:
         return self.engine.dialect.name == "sqlite"
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.engine.dialect.name == "postgresql"
 
     def write(self, work: Callable[[Session], T], *, attempts: int = 12) -> T:
         """Run ``work`` in a write transaction, retrying it on transient errors."""
@@ -102,6 +114,18 @@ def _log_retry(state: tenacity.RetryCallState) -> None:
     log.debug(
         "Transaction failed with %s; running it again (try %d).", error, state.attempt_number
     )
+
+
+def with_default_driver(url: str) -> str:
+    """Return ``url`` with psycopg 3 as the driver of a plain ``postgresql://`` URL.
+
+    SQLAlchemy 2.0 picks psycopg2 for such a URL, and entrepot installs psycopg 3.
+    Any other URL is returned unchanged.
+    """
+    parsed = make_url(url)
+    if parsed.drivername != "postgresql":
+        return url
+    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
 
 
 def _create_engine(url: str, *, echo: bool) -> Engine:
