@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import select
@@ -16,10 +16,12 @@ from entrepot.store.tables import ChannelPush
 SHOP = "acme-fasteners.myshopify.com"
 
 
-def _database(tmp_path: Path) -> Database:
-    database = Database(f"sqlite:///{tmp_path / 'store.db'}")
+@pytest.fixture
+def database(store_url: str) -> Iterator[Database]:
+    database = Database(store_url)
     upgrade_to_head(database)
-    return database
+    yield database
+    database.dispose()
 
 
 def _level(database: Database, available: int) -> bool:
@@ -31,8 +33,7 @@ def _level(database: Database, available: int) -> bool:
     )
 
 
-def test_newer_level_replaces_the_waiting_one(tmp_path: Path) -> None:
-    database = _database(tmp_path)
+def test_newer_level_replaces_the_waiting_one(database: Database) -> None:
 
     queued = [_level(database, quantity) for quantity in (10, 8, 6, 4)]
 
@@ -43,8 +44,7 @@ def test_newer_level_replaces_the_waiting_one(tmp_path: Path) -> None:
     assert rows[0].payload["available"] == 4
 
 
-def test_level_changed_while_sending_queues_one_follow_up(tmp_path: Path) -> None:
-    database = _database(tmp_path)
+def test_level_changed_while_sending_queues_one_follow_up(database: Database) -> None:
     _level(database, 10)
     (claimed,) = database.write(lambda session: pushes.claim_pushes(session, "w1", 30, 10))
 
@@ -59,8 +59,7 @@ def test_level_changed_while_sending_queues_one_follow_up(tmp_path: Path) -> Non
     assert rows == {pushes.IN_FLIGHT: 10, pushes.PENDING: 7}
 
 
-def test_dead_push_retried_goes_again(tmp_path: Path) -> None:
-    database = _database(tmp_path)
+def test_dead_push_retried_goes_again(database: Database) -> None:
     _level(database, 10)
     (claimed,) = database.write(lambda session: pushes.claim_pushes(session, "w1", 30, 10))
 

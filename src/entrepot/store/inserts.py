@@ -24,13 +24,15 @@ def insert_if_absent(
     same key insert it once.
     """
     module = _dialect_module(session)
+    # A returned row shows that the insert happened. The row count cannot show it,
+    # because on PostgreSQL SQLAlchemy adds RETURNING and psycopg then reports -1.
     statement = (
         module.insert(table)
         .values(**values)
         .on_conflict_do_nothing(index_elements=conflict_columns, index_where=conflict_where)
+        .returning(*table.primary_key.columns)
     )
-    result = session.execute(statement)
-    return bool(getattr(result, "rowcount", 0))
+    return session.execute(statement).first() is not None
 
 
 def insert_returning_id(session: Session, table: Table, values: dict[str, Any]) -> int | None:
