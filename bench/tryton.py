@@ -23,13 +23,6 @@ worker`` process) and all other processes used over each timed interval, in core
 After each case the benchmark reads the sales back from Tryton by reference: every
 order must be there once, processed (confirmed, with its shipment and invoice
 created), with the order's total.
-
-NOTE: the template's service products (shipping, discount, adjustment) have no
-accounting category, so Tryton cannot invoice a shipping line. The processing that
-Tryton's confirm call runs then fails for every sale of that call, and those sales
-stay confirmed without a shipment or an invoice. Before timing, each case gives
-these products the template's "Goods" category in its own copy, so that every sale
-is processed as in a correctly set-up Tryton.
 """
 
 from __future__ import annotations
@@ -71,7 +64,6 @@ REQUESTS_PER_SECOND = 1000
 # Well above the few seconds that the confirm call of a batch of 25 takes here, so
 # that no slow call times out and turns into a retry.
 TIMEOUT_SECONDS = 120
-SERVICE_PRODUCTS = ("ENTREPOT-SHIPPING", "ENTREPOT-DISCOUNT", "ENTREPOT-ADJUSTMENT")
 # A sale that confirm has processed: its shipment and invoice exist.
 PROCESSED_STATES = ("processing", "done")
 POLL_SECONDS = 0.25
@@ -237,29 +229,6 @@ def check_sales(server: TrytonServer, orders: Sequence[dict[str, Any]]) -> Check
         not_processed=sum(1 for row in found if row["state"] not in PROCESSED_STATES),
         other_sales=len(rows) - len(found),
     )
-
-
-def set_service_category(server: TrytonServer) -> None:
-    """Give the service products the accounting category of the goods, so that Tryton
-    can invoice their lines (see the module docstring)."""
-    rpc = connect(server)
-    try:
-        (category,) = rpc.model(
-            "product.category",
-            "search",
-            [["name", "=", "Goods"], ["accounting", "=", True]],
-            0,
-            1,
-            None,
-        )
-        templates = rpc.model(
-            "product.template", "search", [["code", "in", list(SERVICE_PRODUCTS)]], 0, None, None
-        )
-        if len(templates) != len(SERVICE_PRODUCTS):
-            raise RuntimeError(f"expected the service products {SERVICE_PRODUCTS} in Tryton")
-        rpc.model("product.template", "write", templates, {"account_category": category})
-    finally:
-        rpc.close()
 
 
 def run_baseline(case: Case, server: TrytonServer, orders: Sequence[dict[str, Any]]) -> CaseResult:
@@ -434,7 +403,6 @@ def run_case(
 ) -> CaseResult:
     copy_database(template, folder / "tryton", DATABASE)
     with TrytonServer(folder / "tryton", DATABASE) as server:
-        set_service_category(server)
         if not case.hub:
             progress(f"{case.name}: posting {len(orders)} orders")
             return run_baseline(case, server, orders)
