@@ -2,7 +2,8 @@
 
 `entrepot run` serves HTTP and runs the workers in one process; `entrepot worker`
 runs the workers alone. Any number of worker processes may share one store:
-leases in the database decide who works on what.
+leases in the database decide who works on what. On PostgreSQL, notifications
+from the store wake the workers of every process as soon as there is new work.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from entrepot.hub.pulls import OrderPuller, OrderRereader, admin_clients
 from entrepot.hub.readback import ReadBackWorker
 from entrepot.spokes.protocols import ChannelSpoke, ErpSpoke, load_channel_spokes, load_erp_spoke
 from entrepot.spokes.shopify.admin import ShopifyAdminClient
+from entrepot.store import notify
 from entrepot.store.database import Database
 from entrepot.store.migrate import upgrade_to_head
 from entrepot.store.receipt_writer import ReceiptWriter
@@ -50,6 +52,14 @@ class Runtime:
         self.intake: IntakeWorker | None = None
         self.events: EventWorkers | None = None
         self._admin_clients: dict[str, ShopifyAdminClient] = {}
+        # Register handlers with `listener.on` before `run_workers` starts it.
+        self.listener: notify.NotificationListener | None = None
+        if self.database.is_postgresql:
+            self.listener = notify.NotificationListener(self.database.engine)
+            self.listener.on(notify.RECEIPTS, lambda _payload: self.notify_receipt())
+            self.listener.on(notify.DELIVERIES, self._notify_targets)
+            self.listener.on(notify.PUSHES, lambda _payload: self.notify_pushes())
+            self.listener.on(notify.OUTBOX, lambda _payload: self._notify_relay())
 
     def notify_receipt(self) -> None:
         """Wake the intake worker of this process, if it runs here."""
@@ -63,6 +73,15 @@ class Runtime:
         # Intake queues deliveries in the transaction that writes the order's events.
         if self.events is not None:
             self.events.wake_relay()
+
+    def _notify_relay(self) -> None:
+        if self.events is not None:
+            self.events.wake_relay()
+
+    def _notify_targets(self, target: str | None) -> None:
+        """Wake the worker of ``target``, or of every target when None."""
+        for name in self.targets if target is None else [target]:
+            self.notify_target(name)
 
     def build_workers(self) -> None:
         workers = self.settings.workers
@@ -154,6 +173,8 @@ class Runtime:
             runs.append(self.pushes.run(stopping))
         if self.puller is not None:
             runs.append(self.puller.run(stopping))
+        if self.listener is not None:
+            runs.append(self.listener.run(stopping))
         if self.events is not None:
             runs.append(self.events.run(stopping))
         try:
