@@ -245,6 +245,19 @@ class EventSubscriberSettings(Section):
     timeout_seconds: float = Field(default=10.0, gt=0)
     max_deliveries: int = Field(default=8, ge=1)
     redeliver_after_seconds: float = Field(default=2.0, gt=0)
+    # Seconds a worker holds an event before another worker may take it over,
+    # presuming the first one dead. None means timeout_seconds plus 30 s.
+    ack_wait_seconds: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _ack_wait_covers_timeout(self) -> EventSubscriberSettings:
+        if self.ack_wait_seconds is not None and self.ack_wait_seconds <= self.timeout_seconds:
+            raise ValueError(
+                f"ack_wait_seconds ({self.ack_wait_seconds}) must be longer than "
+                f"timeout_seconds ({self.timeout_seconds}), or a slow request would be "
+                "taken over while it still runs"
+            )
+        return self
 
 
 class EventSettings(Section):

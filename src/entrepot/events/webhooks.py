@@ -111,7 +111,8 @@ def webhook_subscription(name: str, settings: EventSubscriberSettings) -> Subscr
         types=frozenset(settings.types),
         max_deliveries=settings.max_deliveries,
         redeliver_after_seconds=settings.redeliver_after_seconds,
-        ack_wait_seconds=settings.timeout_seconds + LEASE_MARGIN_SECONDS,
+        ack_wait_seconds=settings.ack_wait_seconds
+        or settings.timeout_seconds + LEASE_MARGIN_SECONDS,
     )
 
 
