@@ -1,10 +1,10 @@
-"""Run the benchmarks: ``python -m bench [intake|delivery|tryton] [--quick]``.
+"""Run the benchmarks: ``python -m bench [intake|delivery|tryton|events] [--quick]``.
 
 Run it from the repository root with the project's virtual environment. It prints
 one table of results, each ratio taken against a baseline measured in the same run,
 and exits with status 1 if a correctness check of a benchmark failed. ``all`` runs
-intake and delivery; ``tryton`` needs the tryton extra installed and runs only when
-named.
+intake and delivery; ``tryton`` needs the tryton extra installed and ``events`` the
+bench extra, and each runs only when named.
 """
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ def positive_int(text: str) -> int:
 def parse_arguments(arguments: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m bench",
-        description="Benchmark entrepot's intake and delivery, and posting to Tryton.",
+        description="Benchmark entrepot's intake, delivery and event path, and posting to Tryton.",
     )
     parser.add_argument(
         "benchmark",
         nargs="?",
-        choices=("all", "intake", "delivery", "tryton"),
+        choices=("all", "intake", "delivery", "tryton", "events"),
         default="all",
         help="the benchmark to run (default: all, which is intake and delivery)",
     )
@@ -108,6 +108,17 @@ def main(arguments: list[str]) -> int:
             )
             tables.append(tryton_table)
             passed = passed and tryton_passed
+        if options.benchmark == "events":
+            # Imported here because it needs Celery, from the bench extra.
+            from bench import events
+
+            events_folder = folder / "events"
+            events_folder.mkdir()
+            events_table, events_passed = events.run(
+                events.QUICK if options.quick else events.FULL, events_folder
+            )
+            tables.append(events_table)
+            passed = passed and events_passed
     finally:
         if options.keep:
             print(f"Data and logs kept in {folder}", file=sys.stderr)
