@@ -888,3 +888,37 @@ async def test_two_versions_race_newest_wins(backend: Backend) -> None:
         older.id: InboxOutcome.STALE,
     }
     assert view(backend.database) == {"inventory/erp/WH/RACE": ("2026-12-04T10:00:02+00:00", 1)}
+
+
+async def test_handler_outliving_lease_not_run_twice(backend: Backend) -> None:
+    """A live consumer whose handler runs past ``ack_wait_seconds`` loses the event
+    to a timeout, and no other consumer runs it while the first still does."""
+    limits = subscription(ack_wait_seconds=1.0, redeliver_after_seconds=0.1)
+    await backend.prepare(limits)
+    event = item_event("LONG", 1)
+    write_outbox(backend.database, [event])
+    recorder = Recorder(backend.database)
+    apply = recorder.handler()
+    runs: list[list[float]] = []
+
+    async def slow_first(received: Event) -> None:
+        run = [time.monotonic(), float("inf")]
+        runs.append(run)
+        try:
+            if len(runs) == 1:
+                await asyncio.sleep(2.5)
+            await apply(received)
+        finally:
+            run[1] = time.monotonic()
+
+    consumers = [Consumer(await backend.bus(f"live-{n}"), limits, slow_first) for n in range(2)]
+    await relay_all(backend, await backend.bus("relay"))
+    await wait_until(lambda: len(recorder.finished()) >= 1, 15, "the event")
+    await asyncio.sleep(2.0)
+    for consumer in consumers:
+        await consumer.stop()
+
+    assert len(runs) >= 2
+    assert max_overlap([(start, end) for start, end in runs]) == 1
+    assert effect_counts(backend.database) == {event.id: 1}
+    assert await backend.in_flight(limits) == 0

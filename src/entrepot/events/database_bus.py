@@ -16,6 +16,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeGuard
 
 from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.orm import Session, aliased
@@ -86,6 +87,9 @@ class DatabaseBus:
         await self.register(subscription)
         log.info("Subscriber %s started.", subscription.name)
         while not stopping():
+            # Taken before the claim, so the handlers' deadline comes before the lease
+            # that the claim records runs out.
+            deadline = asyncio.get_running_loop().time() + subscription.ack_wait_seconds
             claimed = await asyncio.to_thread(self._claim, subscription)
             if not claimed:
                 self._wake.clear()
@@ -97,21 +101,37 @@ class DatabaseBus:
                 by_subject[item.event.subject].append(item)
             await asyncio.gather(
                 *(
-                    self._handle_in_order(subscription, handler, items)
+                    self._handle_in_order(subscription, handler, items, deadline)
                     for items in by_subject.values()
                 )
             )
         log.info("Subscriber %s stopped.", subscription.name)
 
     async def _handle_in_order(
-        self, subscription: Subscription, handler: Handler, items: list[ClaimedEvent]
+        self,
+        subscription: Subscription,
+        handler: Handler,
+        items: list[ClaimedEvent],
+        deadline: float,
     ) -> None:
+        """Handle one subject's claimed events in order, each within the claim's lease.
+
+        A handler still running at ``deadline`` is cancelled and its event put back
+        for a later attempt, because another consumer may claim it once the lease
+        has run out. NOTE: work the handler runs in a thread goes on after the
+        cancel, so only the subscriber's inbox keeps its effect to one.
+        """
         for item in items:
             failure: DeliveryFailure | None = None
             try:
-                await handler(item.event)
+                async with asyncio.timeout_at(deadline):
+                    await handler(item.event)
             except DeliveryFailure as exc:
                 failure = exc
+            except TimeoutError:
+                failure = RetryLater(
+                    f"the handler did not finish within {subscription.ack_wait_seconds} s"
+                )
             except Exception as exc:
                 log.exception(
                     "Subscriber %s failed on event %s.", subscription.name, item.event.id
@@ -229,7 +249,7 @@ def record_outcome(
 ) -> None:
     """Close the delivery, put it back for a later attempt, or dead-letter it."""
     delivery = session.get(EventDelivery, item.delivery_id, with_for_update=True)
-    if delivery is None or delivery.status != IN_FLIGHT:
+    if not _still_claimed(delivery, item):
         return
     now = utc_now()
     delivery.lease_owner = None
@@ -252,12 +272,22 @@ def release(session: Session, items: Sequence[ClaimedEvent]) -> None:
     """Put claimed deliveries back as they were, their attempt given back."""
     for item in items:
         delivery = session.get(EventDelivery, item.delivery_id, with_for_update=True)
-        if delivery is None or delivery.status != IN_FLIGHT:
+        if not _still_claimed(delivery, item):
             continue
         delivery.status = PENDING
         delivery.attempts -= 1
         delivery.lease_owner = None
         delivery.lease_expires_at = None
+
+
+def _still_claimed(delivery: EventDelivery | None, item: ClaimedEvent) -> TypeGuard[EventDelivery]:
+    """Tell whether ``item``'s claim is the delivery's current one. A claim whose
+    lease ran out may have been taken over since, which counted another attempt."""
+    return (
+        delivery is not None
+        and delivery.status == IN_FLIGHT
+        and delivery.attempts == item.attempts
+    )
 
 
 def _dead_letter(
