@@ -56,3 +56,45 @@ async def test_stock_price_and_shipments_read_back(tryton: TrytonServer, tmp_pat
     assert newest is not None
     assert list_price == Decimal("14.50")
     assert wholesale_price == Decimal("13.05")
+
+
+async def test_draft_left_by_a_timed_out_create_is_cancelled(
+    tryton: TrytonServer, tmp_path: Path
+) -> None:
+    """A create that timed out commits after the retry made the sale: the extra draft
+    is cancelled by the next poll, and a new submission keeps the confirmed sale."""
+    spoke = make_spoke(tryton, store(tmp_path / "store.db"))
+    readback = TrytonReadBack(spoke.rpc, "WH")
+    order = order_of_customer(870101, 970101)
+    try:
+        confirmed = await spoke.submit_order(order, look_up_first=False)
+        (row,) = await spoke.rpc.model(
+            "sale.sale", "read", [int(confirmed.erp_id)], ["party", "shipment_address"]
+        )
+        (late,) = await spoke.rpc.model(
+            "sale.sale",
+            "create",
+            [
+                {
+                    "party": row["party"],
+                    "invoice_address": row["shipment_address"],
+                    "shipment_address": row["shipment_address"],
+                    "reference": order.external_id,
+                }
+            ],
+        )
+        again = await spoke.submit_order(order, look_up_first=True)
+        sales = await readback.changed_sales(dt.datetime(2000, 1, 1))
+        (stray,) = [sale for sale in sales if sale.sale_id == late]
+        withdrawn = await readback.withdraw_if_duplicate(stray)
+        kept = [sale for sale in sales if sale.sale_id == int(confirmed.erp_id)]
+        not_withdrawn = await readback.withdraw_if_duplicate(kept[0])
+        (state,) = await spoke.rpc.model("sale.sale", "read", [late], ["state"])
+    finally:
+        await spoke.aclose()
+
+    assert again.erp_id == confirmed.erp_id
+    assert not again.created
+    assert withdrawn is True
+    assert not_withdrawn is False
+    assert state["state"] == "cancelled"

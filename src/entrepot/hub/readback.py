@@ -54,6 +54,7 @@ class PollSummary:
     invoices: int = 0
     positions: int = 0
     pushes: int = 0
+    duplicates: int = 0
     unknown_sales: list[str] = field(default_factory=list)
 
 
@@ -132,6 +133,16 @@ class ReadBackWorker:
 
     async def _apply_sale(self, sale: SaleProgress, summary: PollSummary) -> None:
         summary.sales += 1
+        if await self._source.withdraw_if_duplicate(sale):
+            log.warning(
+                "Cancelled sale %d in %s: a draft left by a timed-out attempt, beside the "
+                "confirmed sale of %s.",
+                sale.sale_id,
+                self.target,
+                sale.reference,
+            )
+            summary.duplicates += 1
+            return
         shipments = await self._source.shipments_done(sale.shipments)
         invoices = await self._source.invoices_posted(sale.invoices)
         applied = await asyncio.to_thread(

@@ -123,6 +123,32 @@ class TrytonReadBack:
             if row["state"] in INVOICED_STATES
         ]
 
+    async def withdraw_if_duplicate(self, sale: SaleProgress) -> bool:
+        """Cancel ``sale`` if it is a draft or quotation while another sale of the same
+        reference is confirmed; return whether it did.
+
+        An attempt that timed out may still have created its sale after the next attempt
+        looked for it and created one; the later poll finds the leftover this way.
+        """
+        if sale.state not in {"draft", "quotation"}:
+            return False
+        confirmed = await self._rpc.model(
+            "sale.sale",
+            "search",
+            [
+                ["reference", "=", sale.reference],
+                ["id", "!=", sale.sale_id],
+                ["state", "in", ["confirmed", "processing", "done"]],
+            ],
+            0,
+            1,
+            None,
+        )
+        if not confirmed:
+            return False
+        await self._rpc.model("sale.sale", "cancel", [sale.sale_id])
+        return True
+
     async def stock_changed_since(
         self, since: dt.datetime, limit: int = 500
     ) -> tuple[list[InventoryPosition], dt.datetime | None]:

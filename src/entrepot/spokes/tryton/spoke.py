@@ -189,9 +189,15 @@ class TrytonSpoke:
             [["id", "ASC"]],
             ["reference", "state", "total_amount"],
         )
+        # A confirmed sale wins over a draft of the same reference that a timed-out
+        # attempt may have left; among equals, the oldest.
         found: dict[str, dict[str, Any]] = {}
         for row in rows:
-            found.setdefault(row["reference"], row)
+            kept = found.get(row["reference"])
+            if kept is None or (
+                row["state"] in CONFIRMED_STATES and kept["state"] not in CONFIRMED_STATES
+            ):
+                found[row["reference"]] = row
         return found
 
     async def _prepare(self, order: SalesOrder) -> tuple[SaleDraft, list[str]]:
