@@ -9,8 +9,11 @@ PostgreSQL cluster, and read back what reached the ERP and the receiver.
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -147,54 +150,58 @@ def wait_for_flow(
 
 
 class PostgresCluster:
-    """A PostgreSQL 15 cluster of its own in ``folder``, on a loopback port with trust
-    authentication and fsync off, which tests stop and start again."""
+    """A PostgreSQL 15 cluster of its own on a loopback port, with trust
+    authentication and fsync off, which tests stop and start again.
 
-    def __init__(self, folder: Path) -> None:
-        self.data = folder / "data"
-        self.log_path = folder / "postgres.log"
+    PostgreSQL refuses to run as root, so under root the cluster belongs to the
+    ``postgres`` user, in a folder of its own under the system's temp folder.
+    """
+
+    def __init__(self) -> None:
+        self.folder = Path(tempfile.mkdtemp(prefix="entrepot-pg-"))
+        self._as_owner: list[str] = []
+        if os.geteuid() == 0:
+            owner = pwd.getpwnam("postgres")
+            os.chown(self.folder, owner.pw_uid, owner.pw_gid)
+            self._as_owner = ["runuser", "-u", "postgres", "--"]
+        self.data = self.folder / "data"
+        self.log_path = self.folder / "postgres.log"
         self.port = free_port()
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/entrepot"
-        initdb = [str(POSTGRES_BIN / "initdb"), "-D", str(self.data), "-U", "postgres"]
-        initdb += ["--auth=trust", "--no-sync", "-E", "UTF8"]
-        subprocess.run(initdb, check=True, capture_output=True)
-        with (self.data / "postgresql.conf").open("a") as conf:
-            conf.write(
-                f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
-                f"unix_socket_directories = '{folder}'\nfsync = off\n"
-                "synchronous_commit = off\nfull_page_writes = off\n"
-            )
-        self.start()
-        createdb = [str(POSTGRES_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(self.port)]
-        subprocess.run(
-            [*createdb, "-U", "postgres", "entrepot"],
-            check=True,
-            capture_output=True,
+        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "--no-sync")
+        settings = (
+            f"listen_addresses = '127.0.0.1'\nport = {self.port}\n"
+            f"unix_socket_directories = '{self.folder}'\nfsync = off\n"
+            "synchronous_commit = off\nfull_page_writes = off\n"
         )
+        self._run("sh", "-c", f'printf %s "$0" >> {self.data}/postgresql.conf', settings)
+        self.start()
+        address = ["-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]
+        self._run("createdb", *address, "entrepot")
 
     def start(self) -> None:
-        self._pg_ctl("start", "-w", "-l", str(self.log_path))
+        self._run("pg_ctl", "start", "-w", "-D", str(self.data), "-l", str(self.log_path))
 
     def stop(self, mode: str = "fast") -> None:
-        self._pg_ctl("stop", "-w", "-m", mode)
+        self._run("pg_ctl", "stop", "-w", "-D", str(self.data), "-m", mode)
 
     def running(self) -> bool:
-        result = subprocess.run(
-            [str(POSTGRES_BIN / "pg_ctl"), "status", "-D", str(self.data)], capture_output=True
-        )
-        return result.returncode == 0
+        status = self._command("pg_ctl", "status", "-D", str(self.data))
+        return subprocess.run(status, capture_output=True).returncode == 0
 
     def remove(self) -> None:
         if self.running():
             self.stop("immediate")
-        shutil.rmtree(self.data, ignore_errors=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
 
-    def _pg_ctl(self, *args: str) -> None:
-        subprocess.run(
-            [str(POSTGRES_BIN / "pg_ctl"), *args, "-D", str(self.data)],
-            check=True,
-            capture_output=True,
-        )
+    def _command(self, program: str, *args: str) -> list[str]:
+        path = POSTGRES_BIN / program
+        return [*self._as_owner, str(path) if path.exists() else program, *args]
+
+    def _run(self, program: str, *args: str) -> None:
+        result = subprocess.run(self._command(program, *args), capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{program} failed ({result.returncode}): {result.stderr}")
 
 
 def post_until_acknowledged(
