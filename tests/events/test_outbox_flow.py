@@ -10,7 +10,6 @@ from pathlib import Path
 
 from sqlalchemy import Column, Integer, MetaData, String, Table, delete, select, update
 from sqlalchemy.orm import Session
-from tests.harness import ErpSim, hub_settings, order_body, running_hub, wait_until
 
 from entrepot.events.bus import Subscription
 from entrepot.events.database_bus import DatabaseBus
@@ -22,6 +21,7 @@ from entrepot.spokes.failures import PermanentFailure, RetryLater
 from entrepot.store.database import Database
 from entrepot.store.migrate import upgrade_to_head
 from entrepot.store.tables import EventDeadLetter, EventDelivery, OutboxEvent
+from tests.harness import ErpSim, hub_settings, order_body, running_hub, wait_until
 
 # A read model that the subscriber of these tests keeps: one row per subject.
 VIEW = Table(
