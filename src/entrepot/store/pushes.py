@@ -158,16 +158,7 @@ def reschedule_push(
     row.lease_expires_at = None
     row.next_attempt_at = at
     row.updated_at = utc_now()
-    newer = session.scalars(
-        select(ChannelPush.id).where(
-            ChannelPush.channel == row.channel,
-            ChannelPush.account == row.account,
-            ChannelPush.kind == row.kind,
-            ChannelPush.key == row.key,
-            ChannelPush.status == PENDING,
-            ChannelPush.id != row.id,
-        )
-    ).first()
+    newer = _pending_of_same_key(session, row)
     if newer is not None:
         finish_push(row, DONE, f"superseded by push {newer}")
         return
@@ -202,16 +193,23 @@ def retry_push(session: Session, push_id: int, by: str) -> None:
     row.updated_at = now
     row.finished_at = None
     row.outcome = f"retried by {by}"
-    waiting = session.scalars(
+    waiting = _pending_of_same_key(session, row)
+    if waiting is not None:
+        finish_push(row, DONE, f"superseded by push {waiting}; retry by {by} not needed")
+        return
+    row.status = PENDING
+
+
+def _pending_of_same_key(session: Session, row: ChannelPush) -> int | None:
+    """Return the id of another pending push of the row's channel, account, kind and key."""
+    found: int | None = session.scalars(
         select(ChannelPush.id).where(
             ChannelPush.channel == row.channel,
             ChannelPush.account == row.account,
             ChannelPush.kind == row.kind,
             ChannelPush.key == row.key,
             ChannelPush.status == PENDING,
+            ChannelPush.id != row.id,
         )
     ).first()
-    if waiting is not None:
-        finish_push(row, DONE, f"superseded by push {waiting}; retry by {by} not needed")
-        return
-    row.status = PENDING
+    return found
