@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import uvicorn
-
 from entrepot.simulators.erp.app import create_app
 from entrepot.simulators.erp.settings import ErpSimSettings
+from entrepot.simulators.serving import serve_app
 
 
 def serve(settings: ErpSimSettings) -> None:
@@ -15,15 +14,4 @@ def serve(settings: ErpSimSettings) -> None:
     listens. With port 0, PORT is the port the system chose. The simulator keeps its own
     log of record requests at /_sim/requests, so uvicorn's access log is off.
     """
-    app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, access_log=False)
-    server = uvicorn.Server(config)
-
-    # Listening before the line is printed lets a client connect as soon as it reads
-    # the line. Its connection waits in the backlog until uvicorn starts accepting.
-    listener = config.bind_socket()
-    listener.listen(config.backlog)
-    host, port = listener.getsockname()[:2]
-    url_host = f"[{host}]" if ":" in host else host
-    print(f"ERP simulator listening on http://{url_host}:{port}", flush=True)
-    server.run(sockets=[listener])
+    serve_app(create_app(settings), settings.host, settings.port, "ERP simulator")

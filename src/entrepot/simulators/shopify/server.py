@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import uvicorn
 from fastapi import FastAPI
 
+from entrepot.simulators.serving import serve_app
 from entrepot.simulators.shopify.app import create_app
 from entrepot.simulators.shopify.settings import ShopifySimSettings
 
@@ -18,21 +19,10 @@ from entrepot.simulators.shopify.settings import ShopifySimSettings
 def serve(settings: ShopifySimSettings) -> None:
     """Serve the simulator with uvicorn until the process is stopped.
 
-    Prints "Shopify simulator listening on http://HOST:PORT" to stdout once the
-    socket listens. With port 0, PORT is the port the system chose.
+    Prints "Shopify simulator listening on http://HOST:PORT" to stdout once the socket
+    listens. With port 0, PORT is the port the system chose.
     """
-    app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, access_log=False)
-    server = uvicorn.Server(config)
-
-    # Listening before the line is printed lets a client connect as soon as it reads
-    # the line. Its connection waits in the backlog until uvicorn starts accepting.
-    listener = config.bind_socket()
-    listener.listen(config.backlog)
-    host, port = listener.getsockname()[:2]
-    url_host = f"[{host}]" if ":" in host else host
-    print(f"Shopify simulator listening on http://{url_host}:{port}", flush=True)
-    server.run(sockets=[listener])
+    serve_app(create_app(settings), settings.host, settings.port, "Shopify simulator")
 
 
 @contextmanager
