@@ -14,6 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 
 from entrepot.runtime import Runtime
 from entrepot.spokes.protocols import WebhookRejected
@@ -21,6 +22,8 @@ from entrepot.spokes.protocols import WebhookRejected
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["webhooks"])
+
+STORE_DOWN_RETRY_AFTER_SECONDS = 5
 
 
 @runtime_checkable
@@ -61,7 +64,20 @@ async def receive_webhook(channel: str, request: Request) -> JSONResponse:
         log.warning("Webhook to /webhooks/%s rejected: %s.", channel, exc)
         return JSONResponse({"error": str(exc)}, status_code=413)
 
-    stored = await runtime.receipts.store(envelope, body)
+    try:
+        stored = await runtime.receipts.store(envelope, body)
+    except SQLAlchemyError as exc:
+        # Nothing was stored: tell the channel to send it again, which Shopify does.
+        log.error(
+            "Storing a %s webhook failed, so it was refused with 503: %s",
+            channel,
+            type(exc).__name__,
+        )
+        return JSONResponse(
+            {"error": "the store is unavailable and nothing was stored; send it again"},
+            status_code=503,
+            headers={"Retry-After": str(STORE_DOWN_RETRY_AFTER_SECONDS)},
+        )
     runtime.notify_receipt()
     if stored.duplicate:
         log.info(
