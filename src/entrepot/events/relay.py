@@ -20,6 +20,7 @@ from entrepot.wakeups import wait_for_work
 log = logging.getLogger(__name__)
 
 BATCH = 200
+GATHER_SECONDS = 0.02
 
 
 class OutboxRelay:
@@ -44,6 +45,9 @@ class OutboxRelay:
                 published = 0
             if published < BATCH:
                 await wait_for_work(self.wake, stopping, self._poll_interval)
+                # A wake comes with each commit that writes events; waiting a moment
+                # lets the commits close behind it join the same batch.
+                await asyncio.sleep(GATHER_SECONDS)
         log.info("Outbox relay stopped.")
 
     async def relay_once(self) -> int:
