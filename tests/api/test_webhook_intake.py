@@ -64,7 +64,9 @@ async def test_failed_commit_acknowledges_nothing(tmp_path: Path) -> None:
         with hub.runtime.database.read() as session:
             stored = session.scalar(select(func.count()).select_from(Receipt))
 
-    assert failed.status_code == 500
+    assert failed.status_code == 503
+    assert failed.headers["retry-after"] == "5"
+    assert "nothing was stored" in failed.json()["error"]
     assert retried.status_code == 200
     assert retried.json()["duplicate"] is False
     assert stored == 1
