@@ -84,7 +84,8 @@ async def test_same_order_twice_and_after_timeout_is_one_sale(spoke: TrytonSpoke
     third = await spoke.submit_order(order, look_up_first=False)
 
     assert await sales_with_reference(spoke, order.external_id) == [int(again.erp_id)]
-    assert third.erp_id == again.erp_id and not third.created
+    assert third.erp_id == again.erp_id
+    assert not third.created
     assert (await sale(spoke, again.erp_id))["state"] in {"confirmed", "processing"}
 
 
@@ -202,7 +203,7 @@ async def test_known_customer_with_address_in_other_case_reuses_it(spoke: Tryton
 
 
 async def test_region_renamed_on_the_channel_maps_through_its_code(spoke: TrytonSpoke) -> None:
-    """Failure kind 9: the channel says Puducherry (IN-PY); Tryton still says Pondicherry."""
+    """Failure kind 9: the channel sends Puducherry (IN-PY); Tryton still names it Pondicherry."""
     address = {
         "province": "Puducherry",
         "province_code": "PY",
@@ -348,7 +349,8 @@ async def test_order_changed_after_confirmation_is_noted(spoke: TrytonSpoke) -> 
     assert again.erp_id == first.erp_id
     assert not again.created
     (note,) = again.notes
-    assert "total is now" in note and "change it there" in note
+    assert "total is now" in note
+    assert "change it there" in note
 
 
 async def _processing(spoke: TrytonSpoke, sale_id: int) -> None:

@@ -69,7 +69,7 @@ async def receive_webhook(channel: str, request: Request) -> JSONResponse:
     except SQLAlchemyError as exc:
         # Nothing was stored: tell the channel to send it again, which Shopify does.
         log.error(
-            "Storing a %s webhook failed, so it was refused with 503: %s",
+            "Storing a %s webhook failed, so it was rejected with 503: %s",
             channel,
             type(exc).__name__,
         )

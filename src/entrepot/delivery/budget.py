@@ -34,7 +34,7 @@ WINDOW_LEAD_SECONDS = 0.5
 
 class TargetClosedError(Exception):
     """Raised when the target takes no request now; ``until`` is when it may again, and
-    ``why`` says what closed it: a maintenance window, a pause, or the open circuit."""
+    ``why`` names what closed it: a maintenance window, a pause, or the open circuit."""
 
     def __init__(self, target: str, until: datetime, why: str = "its circuit is open") -> None:
         super().__init__(f"target {target!r} is closed until {until.isoformat()}: {why}")

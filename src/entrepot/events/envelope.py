@@ -48,7 +48,7 @@ EVENT_TYPES = frozenset(
 
 
 class Event(BaseModel):
-    """One business event; ``data`` holds a canonical object of ``schemaversion``."""
+    """One business event. ``data`` contains a canonical object of ``schemaversion``."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -75,10 +75,10 @@ class Event(BaseModel):
 
 
 def order_subject(channel: str, account: str, channel_order_id: str) -> str:
-    """The aggregate key of an order's events."""
+    """Return the aggregate key of an order's events."""
     return f"order/{channel}/{account}/{channel_order_id}"
 
 
 def inventory_subject(target: str, sku: str, location: str) -> str:
-    """The aggregate key of the events of one item at one location of a target."""
+    """Return the aggregate key of the events of one item at one location of a target."""
     return f"inventory/{target}/{location}/{sku}"

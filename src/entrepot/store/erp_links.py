@@ -29,7 +29,7 @@ def linked_id(session: Session, target: str, kind: str, key: str) -> str | None:
 def claim(session: Session, target: str, kind: str, key: str, owner: str, seconds: float) -> bool:
     """Claim the right to create the object of ``key``; return whether this owner has it.
 
-    The claim is taken when no link exists, when the owner holds it already, or when
+    The claim is taken when no link exists, when the owner has it already, or when
     another owner's claim has run out without an id.
     """
     now = utc_now()
@@ -76,7 +76,7 @@ def settle(session: Session, target: str, kind: str, key: str, erp_id: str) -> N
 
 
 def release(session: Session, target: str, kind: str, key: str, owner: str) -> None:
-    """Give up this owner's claim on ``key``, if it still holds one without an id."""
+    """Give up this owner's claim on ``key``, if it still has one without an id."""
     session.execute(
         delete(ErpLink)
         .where(ErpLink.target == target, ErpLink.kind == kind, ErpLink.key == key)

@@ -203,18 +203,20 @@ class TrytonRpc:
         if status == 429 or status == 503:
             retry_after = _seconds(response.headers.get("retry-after"))
             raise RetryLater(
-                f"{self.target} answered {status} to {method}",
+                f"{self.target} responded with HTTP {status} to {method}",
                 retry_after=retry_after,
                 throttled=status == 429,
                 status_code=status,
             )
         if status >= 500:
             raise RetryLater(
-                f"{self.target} answered {status} to {method}", ambiguous=True, status_code=status
+                f"{self.target} responded with HTTP {status} to {method}",
+                ambiguous=True,
+                status_code=status,
             )
         if status != 200:
             raise RetryLater(
-                f"{self.target} answered {status} to {method}: {response.text[:200]!r}",
+                f"{self.target} responded with HTTP {status} to {method}: {response.text[:200]!r}",
                 status_code=status,
             )
         reply = json.loads(response.content, object_hook=decode)
@@ -224,7 +226,7 @@ class TrytonRpc:
 
 
 class _SessionExpiredError(Exception):
-    """Tryton answered 401 to a call with a session: log in again."""
+    """Raised when Tryton responds 401 to a call with a session, so the client logs in again."""
 
 
 def _error(error: Any) -> Exception:
