@@ -1,5 +1,5 @@
 """The ``entrepot replay`` and ``entrepot events`` commands: outbox events delivered
-again, and the event dead letters of the database bus.
+again, and the event dead letters, on either bus.
 
 Importing this module adds the commands to `entrepot.cli.app`.
 """
@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -33,9 +33,13 @@ from entrepot.cli import (
 )
 from entrepot.config import Settings
 
+if TYPE_CHECKING:
+    from entrepot.events.replay import ReplayCounts
+    from entrepot.store.database import Database
+
 events_app = typer.Typer(help="Business events and their subscribers.", no_args_is_help=True)
 event_dlq_app = typer.Typer(
-    help="Event dead letters of the database bus: inspect, retry, discard.", no_args_is_help=True
+    help="Event dead letters: inspect, retry, discard.", no_args_is_help=True
 )
 events_app.add_typer(event_dlq_app, name="dlq")
 app.add_typer(events_app, name="events")
@@ -96,21 +100,17 @@ def replay(
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
-    """Deliver outbox events again to a subscriber of the database bus.
+    """Deliver outbox events again to subscribers.
 
-    Each selected event's delivery is put back to pending with its attempts at 0,
-    or created if the subscriber never had one. Subscribers drop events they have
-    already handled by their id, so replaying twice has the effect of once.
+    On the database bus each selected event's delivery is put back to pending with
+    its attempts at 0, or created if the subscriber never had one. On NATS the
+    event is published again for those subscribers alone. Subscribers drop events
+    they have already handled by their id, so replaying twice has the effect of once.
     """
     from entrepot.events.envelope import EVENT_TYPES
-    from entrepot.events.replay import EventFilter, ReplayCounts, matching_events, replay_events
+    from entrepot.events.replay import EventFilter, matching_events
 
     settings = _settings(config, data_dir)
-    if settings.events.bus_url:
-        _fail(
-            f"Replay resets deliveries of the database bus, but [events] bus_url is "
-            f"{settings.events.bus_url!r}; run it against a hub whose bus_url is empty."
-        )
     unknown = sorted(set(event_types or ()) - EVENT_TYPES)
     if unknown:
         known = ", ".join(sorted(EVENT_TYPES))
@@ -131,29 +131,60 @@ def replay(
         return
 
     operator = by or getpass.getuser()
-    counts = ReplayCounts()
-    with _progress() as progress:
-        task = progress.add_task("Replaying", total=len(events))
-        for start in range(0, len(events), REPLAY_BATCH):
-            batch = events[start : start + REPLAY_BATCH]
-            work = partial(replay_events, events=batch, subscribers=targets, by=operator)
-            counts.merge(database.write(work))
-            progress.advance(task, len(batch))
+    counts = _replay_in_batches(settings, database, events, targets, operator)
     names = ", ".join(sorted(targets))
     log.info(
-        "Replay by %s: %d events to %s, %d deliveries reset, %d created, %d in flight.",
+        "Replay by %s: %d events to %s, %d deliveries reset, %d created, %d in flight, "
+        "%d published.",
         operator,
         len(counts.events),
         names,
         counts.reset,
         counts.created,
         counts.in_flight,
+        counts.published,
+    )
+    outcome = (
+        f"{counts.published} published again"
+        if settings.events.bus_url
+        else f"{counts.reset} deliveries put back to pending, {counts.created} created, "
+        f"{counts.in_flight} left in flight"
     )
     console.print(
-        f"Replayed {len(counts.events)} of {len(events)} matching events to {names}: "
-        f"{counts.reset} deliveries put back to pending, {counts.created} created, "
-        f"{counts.in_flight} left in flight."
+        f"Replayed {len(counts.events)} of {len(events)} matching events to {names}: {outcome}."
     )
+
+
+def _replay_in_batches(
+    settings: Settings,
+    database: Database,
+    events: list[tuple[int, str]],
+    targets: dict[str, frozenset[str]],
+    operator: str,
+) -> ReplayCounts:
+    """Replay ``events`` a batch per transaction, with a progress bar; stop with the
+    count so far when the bus fails."""
+    from entrepot.events.replay import ReplayCounts, replay_events
+    from entrepot.events.resend import opened_resend
+    from entrepot.spokes.failures import DeliveryFailure
+
+    counts = ReplayCounts()
+    try:
+        with opened_resend(settings.events.bus_url) as resend, _progress() as progress:
+            task = progress.add_task("Replaying", total=len(events))
+            for start in range(0, len(events), REPLAY_BATCH):
+                batch = events[start : start + REPLAY_BATCH]
+                work = partial(
+                    replay_events, events=batch, subscribers=targets, by=operator, resend=resend
+                )
+                counts.merge(database.write(work))
+                progress.advance(task, len(batch))
+    except DeliveryFailure as failure:
+        _fail(
+            f"Replay stopped after {len(counts.events)} of {len(events)} events: "
+            f"{failure.reason}. Running it again is safe."
+        )
+    return counts
 
 
 def _parse_time(option: str, text: str | None) -> datetime | None:
@@ -267,8 +298,15 @@ def dlq_retry(
 ) -> None:
     """Deliver the event again to its subscriber, with the attempts starting at 0."""
     from entrepot.events.dead_letters import retry_event_dead_letter
+    from entrepot.events.resend import opened_resend
 
-    _act(retry_event_dead_letter, dead_letter_id, by, config, data_dir, "retried")
+    bus_url = _settings(config, data_dir).events.bus_url
+
+    def resend_and_retry(database: Any, letter_id: int, operator: str) -> Any:
+        with opened_resend(bus_url) as resend:
+            return retry_event_dead_letter(database, letter_id, operator, resend)
+
+    _act(resend_and_retry, dead_letter_id, by, config, data_dir, "retried")
 
 
 @event_dlq_app.command("discard")
@@ -296,6 +334,7 @@ def _act(
         EventDeadLetterClosedError,
         EventDeadLetterNotFoundError,
     )
+    from entrepot.spokes.failures import DeliveryFailure
 
     database = _runtime_database(config, data_dir)
     operator = by or getpass.getuser()
@@ -303,6 +342,8 @@ def _act(
         letter = operation(database, dead_letter_id, operator)
     except (EventDeadLetterNotFoundError, EventDeadLetterClosedError) as exc:
         _fail(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
+    except DeliveryFailure as failure:
+        _fail(f"The event bus is unavailable: {failure.reason}.")
     console.print(
         f"Event dead letter {dead_letter_id} {done} by {operator} "
         f"(event {letter.event_id} to subscriber {letter.subscriber})."

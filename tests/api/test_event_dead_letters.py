@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from entrepot.config import ApiSettings
+from entrepot.config import ApiSettings, EventSettings
 from entrepot.events.bus import Subscription
 from entrepot.events.envelope import Event
 from entrepot.spokes.failures import PermanentFailure
@@ -109,3 +109,24 @@ async def test_event_dead_letters_api(tmp_path: Path) -> None:
     assert sorted(letter["status"] for letter in everything.json()) == ["discarded", "retried"]
     assert [letter["id"] for letter in of_feed.json()] == [second]
     assert of_other.json() == []
+
+
+async def test_retry_answers_503_when_nats_unreachable(tmp_path: Path) -> None:
+    settings = hub_settings(tmp_path, "http://127.0.0.1:9")
+    settings.api = ApiSettings(token=SecretStr("ops-token"))
+    settings.events = EventSettings(bus_url="nats://127.0.0.1:9")
+    async with running_hub(settings, workers=False) as hub:
+        database = hub.runtime.database
+        await _dead_letter_accepted(database)
+        listed = await hub.client.get("/api/event-dead-letters", headers=TOKEN)
+        first = min(letter["id"] for letter in listed.json())
+        retried = await hub.client.post(
+            f"/api/event-dead-letters/{first}/retry", json={"by": "alice"}, headers=TOKEN
+        )
+        after = await hub.client.get(f"/api/event-dead-letters/{first}", headers=TOKEN)
+
+    assert retried.status_code == 503
+    assert retried.json()["detail"].startswith(
+        "the event bus is unavailable: NATS server at nats://127.0.0.1:9 is unreachable"
+    )
+    assert after.json()["status"] == "open"

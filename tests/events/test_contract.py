@@ -18,10 +18,12 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nats
+import nats.js.errors
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, select, update
 from sqlalchemy.exc import OperationalError
@@ -29,9 +31,15 @@ from sqlalchemy.orm import Session
 
 from entrepot.events.bus import EventBus, Handler, Subscription
 from entrepot.events.database_bus import DONE, OPEN, DatabaseBus
+from entrepot.events.dead_letters import (
+    EventDeadLetterClosedError,
+    discard_event_dead_letter,
+    retry_event_dead_letter,
+)
 from entrepot.events.envelope import INVENTORY_CHANGED, Event
 from entrepot.events.inbox import InboxOutcome, apply_once
-from entrepot.events.nats_bus import DEAD_DELIVERIES_HEADER, DEAD_REASON_HEADER, NatsBus
+from entrepot.events.nats_bus import NatsBus
+from entrepot.events.nats_dead_letters import KEEPER_NAME, NatsDeadLetterKeeper
 from entrepot.events.outbox import append
 from entrepot.events.relay import OutboxRelay
 from entrepot.events.replay import (
@@ -40,6 +48,7 @@ from entrepot.events.replay import (
     registered_subscribers,
     replay_events,
 )
+from entrepot.events.resend import NatsResend, Resend, put_back
 from entrepot.store.database import Database
 from entrepot.store.migrate import upgrade_to_head
 from entrepot.store.tables import EventDeadLetter, EventDelivery, InboxEntry, OutboxEvent
@@ -76,9 +85,11 @@ VIEW = Table(
 class DeadLetter:
     """A dead letter as either backend stores it."""
 
+    id: int
     event_id: str
     deliveries: int
     reason: str
+    status: str
 
 
 class Backend:
@@ -102,6 +113,20 @@ class Backend:
         raise NotImplementedError
 
     async def dead_letters(self, subscription: Subscription) -> list[DeadLetter]:
+        """Return the subscription's event dead letters in the store, oldest first."""
+        with self.database.read() as session:
+            rows = session.scalars(
+                select(EventDeadLetter)
+                .where(EventDeadLetter.subscriber == subscription.name)
+                .order_by(EventDeadLetter.id)
+            )
+            return [
+                DeadLetter(row.id, row.event_id, row.attempts, row.reason, row.status)
+                for row in rows
+            ]
+
+    def resend(self) -> AbstractContextManager[Resend]:
+        """Open the backend's resend, to be used in a thread that runs no event loop."""
         raise NotImplementedError
 
     async def in_flight(self, subscription: Subscription) -> int:
@@ -123,14 +148,8 @@ class DatabaseBackend(Backend):
     async def prepare(self, subscription: Subscription) -> None:
         await DatabaseBus(self.database, owner="setup").register(subscription)
 
-    async def dead_letters(self, subscription: Subscription) -> list[DeadLetter]:
-        with self.database.read() as session:
-            rows = session.scalars(
-                select(EventDeadLetter)
-                .where(EventDeadLetter.subscriber == subscription.name)
-                .order_by(EventDeadLetter.id)
-            )
-            return [DeadLetter(row.event_id, row.attempts, row.reason) for row in rows]
+    def resend(self) -> AbstractContextManager[Resend]:
+        return nullcontext(put_back)
 
     async def in_flight(self, subscription: Subscription) -> int:
         with self.database.read() as session:
@@ -156,6 +175,8 @@ class NatsBackend(Backend):
         self.stream = f"CONTRACT_{token}_{next(_streams)}"
         self.prefix = f"contract{token}.events"
         self.duplicate_window_seconds = 120.0
+        self._keeper: asyncio.Task[None] | None = None
+        self._keeper_stopping = False
 
     async def bus(self, owner: str) -> EventBus:
         bus = self._new_bus()
@@ -178,37 +199,29 @@ class NatsBackend(Backend):
         bus = self._new_bus()
         await bus.connect()
         try:
-            await bus._jetstream().add_consumer(self.stream, bus.consumer_config(subscription))
+            await bus.jetstream().add_consumer(self.stream, bus.consumer_config(subscription))
         finally:
             await bus.close()
 
     async def dead_letters(self, subscription: Subscription) -> list[DeadLetter]:
-        """Read the dead-letter stream, leaving out the server's advisories."""
-        bus = self._new_bus()
-        client = await nats.connect(self.url)
-        try:
-            js = client.jetstream()
-            info = await js.stream_info(bus.dead_stream)
-            letters = []
-            for sequence in range(info.state.first_seq, info.state.last_seq + 1):
-                if not info.state.messages:
-                    break
-                message = await js.get_msg(bus.dead_stream, sequence)
-                if not message.subject or not message.subject.startswith(
-                    f"{bus.dead_prefix}.{subscription.name}."
-                ):
-                    continue
-                headers = message.headers or {}
-                letters.append(
-                    DeadLetter(
-                        Event.from_json(message.data or b"").id,
-                        int(headers[DEAD_DELIVERIES_HEADER]),
-                        headers[DEAD_REASON_HEADER],
-                    )
-                )
-            return letters
-        finally:
-            await client.close()
+        """Let a dead-letter keeper copy the dead-letter stream into the store, then
+        read the store."""
+        if self._keeper is None:
+            bus = await self.bus("keeper")
+            assert isinstance(bus, NatsBus)
+            keeper = NatsDeadLetterKeeper(bus, self.database)
+            self._keeper = asyncio.create_task(keeper.run(lambda: self._keeper_stopping))
+        await wait_for_consumer(self.url, f"{self.stream}_DEAD", KEEPER_NAME)
+        return await super().dead_letters(subscription)
+
+    def resend(self) -> AbstractContextManager[Resend]:
+        return NatsResend(self._new_bus())
+
+    async def close(self) -> None:
+        if self._keeper is not None:
+            self._keeper_stopping = True
+            await asyncio.wait_for(self._keeper, 15)
+        await super().close()
 
     async def in_flight(self, subscription: Subscription) -> int:
         client = await nats.connect(self.url)
@@ -217,6 +230,24 @@ class NatsBackend(Backend):
         finally:
             await client.close()
         return int(info.num_ack_pending) + int(info.num_pending)
+
+
+async def wait_for_consumer(url: str, stream: str, name: str, within: float = 15.0) -> None:
+    """Wait until the consumer exists and has nothing pending or unacknowledged."""
+    client = await nats.connect(url)
+    deadline = time.monotonic() + within
+    try:
+        js = client.jetstream()
+        while True:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                info = await js.consumer_info(stream, name)
+                if not info.num_pending and not info.num_ack_pending:
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"consumer {name} on {stream} did not catch up in {within} s")
+            await asyncio.sleep(0.05)
+    finally:
+        await client.close()
 
 
 def open_store(url: str) -> Database:
@@ -495,7 +526,11 @@ async def test_outbox_events_applied_once_after_republish(backend: Backend) -> N
     else:
         backend.database.write(
             lambda s: replay_events(
-                s, matching_events(s, EventFilter()), registered_subscribers(s), by="test"
+                s,
+                matching_events(s, EventFilter()),
+                registered_subscribers(s),
+                by="test",
+                resend=put_back,
             )
         )
     await wait_until(lambda: len(recorder.finished()) >= 24, 20, "the second deliveries")
@@ -659,6 +694,121 @@ async def test_poison_event_dead_lettered_others_flow(backend: Backend) -> None:
     assert finished[after_poison.id] > poison_calls[-1]
     assert effect_counts(backend.database) == {event.id: 1 for event in [after_poison, *others]}
     assert await backend.in_flight(limits) == 0
+
+
+# Replay and dead letters
+
+
+async def test_replay_twice_one_effect(backend: Backend) -> None:
+    """Replaying to one subscriber, twice, hands it every event again with no second
+    effect, and the other subscriber of those events gets nothing more."""
+    limits = subscription()
+    other = Subscription("bystander", TYPES, redeliver_after_seconds=0.05)
+    await backend.prepare(limits)
+    await backend.prepare(other)
+    events = [item_event(f"SKU-{n}", 1) for n in range(4)]
+    write_outbox(backend.database, events)
+    recorder = Recorder(backend.database)
+    [consumer] = await start_consumers(backend, limits, recorder)
+    bystander_calls: list[str] = []
+
+    async def bystander(event: Event) -> None:
+        bystander_calls.append(event.id)
+
+    watcher = Consumer(await backend.bus("bystander"), other, bystander)
+    await relay_all(backend, await backend.bus("relay"))
+    await wait_until(lambda: len(recorder.finished()) >= 4, 20, "the first deliveries")
+    first = await asyncio.to_thread(replay_to_contract, backend)
+    await wait_until(lambda: len(recorder.finished()) >= 8, 20, "the first replay")
+    second = await asyncio.to_thread(replay_to_contract, backend)
+    await wait_until(lambda: len(recorder.finished()) >= 12, 20, "the second replay")
+    await asyncio.sleep(0.3)
+    await consumer.stop()
+    await watcher.stop()
+
+    assert first == second == 4
+    assert effect_counts(backend.database) == {event.id: 1 for event in events}
+    for event in events:
+        assert recorder.outcomes(event.id) == [
+            InboxOutcome.APPLIED,
+            InboxOutcome.DUPLICATE,
+            InboxOutcome.DUPLICATE,
+        ]
+    assert sorted(bystander_calls) == sorted(event.id for event in events)
+    assert await backend.in_flight(limits) == 0
+    assert await backend.in_flight(other) == 0
+
+
+def replay_to_contract(backend: Backend) -> int:
+    """Replay every outbox event to the contract subscriber; return how many went."""
+    with backend.resend() as resend:
+        counts = backend.database.write(
+            lambda s: replay_events(
+                s, matching_events(s, EventFilter()), {SUBSCRIBER: TYPES}, by="test", resend=resend
+            )
+        )
+    return len(counts.events)
+
+
+async def test_dead_letters_retried_and_discarded(backend: Backend) -> None:
+    """Of two dead letters, the retried one is handled once and the discarded one
+    never. Each records who closed it, and a second retry raises."""
+    limits = subscription(max_deliveries=2, redeliver_after_seconds=0.1)
+    await backend.prepare(limits)
+    broken = item_event("BROKEN", 1, poison=True)
+    dropped = item_event("REFUSED", 1, poison=True)
+    write_outbox(backend.database, [broken, dropped])
+    recorder = Recorder(backend.database)
+    healthy = recorder.handler()
+    mapping_fixed = False
+
+    async def handle(event: Event) -> None:
+        if event.data.get("poison") and not mapping_fixed:
+            raise ValueError("cannot map the item")
+        await healthy(event)
+
+    consumer = Consumer(await backend.bus("consumer"), limits, handle)
+    await relay_all(backend, await backend.bus("relay"))
+    letters = await wait_for_dead_letters(backend, limits, 2)
+    mapping_fixed = True
+    by_event = {letter.event_id: letter for letter in letters}
+    await asyncio.to_thread(retry_dead_letter, backend, by_event[broken.id].id)
+    discard_event_dead_letter(backend.database, by_event[dropped.id].id, "ops")
+    await wait_until(lambda: len(recorder.finished()) >= 1, 20, "the retried event")
+    with pytest.raises(EventDeadLetterClosedError, match="already retried"):
+        await asyncio.to_thread(retry_dead_letter, backend, by_event[broken.id].id)
+    await asyncio.sleep(0.3)
+    await consumer.stop()
+    after = {letter.event_id: letter for letter in await backend.dead_letters(limits)}
+
+    assert sorted(by_event) == sorted([broken.id, dropped.id])
+    assert all(letter.deliveries == 2 for letter in letters)
+    assert {event_id: letter.status for event_id, letter in after.items()} == {
+        broken.id: "retried",
+        dropped.id: "discarded",
+    }
+    assert effect_counts(backend.database) == {broken.id: 1}
+    assert recorder.outcomes(broken.id) == [InboxOutcome.APPLIED]
+    assert await backend.in_flight(limits) == 0
+    with backend.database.read() as session:
+        closers = session.scalars(select(EventDeadLetter.resolved_by)).all()
+    assert closers == ["ops", "ops"]
+
+
+def retry_dead_letter(backend: Backend, dead_letter_id: int) -> None:
+    with backend.resend() as resend:
+        retry_event_dead_letter(backend.database, dead_letter_id, "ops", resend)
+
+
+async def wait_for_dead_letters(
+    backend: Backend, subscription: Subscription, count: int
+) -> list[DeadLetter]:
+    deadline = time.monotonic() + 20
+    while len(letters := await backend.dead_letters(subscription)) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{len(letters)} dead letters after 20 s, not {count}")
+        await asyncio.sleep(0.1)
+    return letters
 
 
 # Crashes, contention and races

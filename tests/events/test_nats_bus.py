@@ -149,7 +149,7 @@ async def test_republished_id_delivered_once(running_server: NatsServer) -> None
     await wait_until(lambda: len(seen) >= 3, 10, "three deliveries")
     await asyncio.sleep(0.5)
     await subscriber.finish()
-    stored = await bus._jetstream().stream_info(bus.stream)
+    stored = await bus.jetstream().stream_info(bus.stream)
     await bus.close()
 
     assert sorted(seen) == sorted(event.id for event in events)
@@ -278,7 +278,7 @@ async def test_types_outside_subscription_skipped(running_server: NatsServer) ->
     await wait_until(lambda: len(seen) >= 2, 10, "two events")
     await asyncio.sleep(0.5)
     await subscriber.finish()
-    info = await bus._jetstream().consumer_info(bus.stream, "types")
+    info = await bus.jetstream().consumer_info(bus.stream, "types")
     await bus.close()
 
     assert seen == [ORDER_RECEIVED, ORDER_CANCELLED]
@@ -404,7 +404,7 @@ async def test_shared_server_round_trip() -> None:
         await subscriber.finish()
         assert seen == [event.id]
     finally:
-        js = bus._jetstream()
+        js = bus.jetstream()
         for stream in (bus.stream, bus.dead_stream):
             await js.delete_stream(stream)
         await bus.close()

@@ -1,4 +1,4 @@
-"""``/api/event-dead-letters``: the event dead letters of the database bus, to list,
+"""``/api/event-dead-letters``: the event dead letters of either bus, to list,
 inspect, retry and discard, recording who did it."""
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ from entrepot.events.dead_letters import (
     list_event_dead_letters,
     retry_event_dead_letter,
 )
+from entrepot.events.resend import opened_resend
 from entrepot.runtime import Runtime
+from entrepot.spokes.failures import DeliveryFailure
 from entrepot.store.database import Database
 from entrepot.store.tables import EventDeadLetter
 
@@ -62,8 +64,15 @@ def show(dead_letter_id: int, request: Request) -> dict[str, Any]:
 
 @router.post("/{dead_letter_id}/retry")
 async def retry(dead_letter_id: int, action: OperatorAction, request: Request) -> dict[str, Any]:
-    """Put the event's delivery back to pending, with its attempts at 0."""
-    return await _act(retry_event_dead_letter, request, dead_letter_id, action.by)
+    """Send the event again to its subscriber, with its attempts at 0."""
+    runtime: Runtime = request.app.state.runtime
+    bus_url = runtime.settings.events.bus_url
+
+    def resend_and_retry(database: Database, letter_id: int, by: str) -> EventDeadLetter:
+        with opened_resend(bus_url) as resend:
+            return retry_event_dead_letter(database, letter_id, by, resend)
+
+    return await _act(resend_and_retry, request, dead_letter_id, action.by)
 
 
 @router.post("/{dead_letter_id}/discard")
@@ -81,4 +90,8 @@ async def _act(
         raise HTTPException(status_code=404, detail=str(exc)) from exc
     except EventDeadLetterClosedError as exc:
         raise HTTPException(status_code=409, detail=str(exc)) from exc
+    except DeliveryFailure as failure:
+        raise HTTPException(
+            status_code=503, detail=f"the event bus is unavailable: {failure.reason}"
+        ) from failure
     return event_dead_letter_view(letter)

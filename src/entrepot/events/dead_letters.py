@@ -1,22 +1,23 @@
-"""Event dead letters of the database bus: list, inspect, retry and discard.
+"""Event dead letters: list, inspect, retry and discard.
 
-A dead letter is ``open`` until an operator retries it, which puts the event's
-delivery to that subscriber back to pending with its attempts at 0, or
-discards it. Both record who acted and when. A retried event is delivered after
-the later events of its subject that were handled meanwhile, so subscribers
-compare ``sourceversion`` before applying it.
+The database bus writes its dead letters here directly, and the workers copy
+those of the NATS bus here from its dead-letter stream. A dead letter is
+``open`` until an operator retries it, which sends the event again to that
+subscriber with its attempts at 0 (see `entrepot.events.resend`), or discards
+it. Both record who acted and when. A retried event is delivered after the
+later events of its subject that were handled meanwhile, so subscribers compare
+``sourceversion`` before applying it.
 """
 
 from __future__ import annotations
 
 import logging
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from entrepot.events.database_bus import IN_FLIGHT, PENDING
+from entrepot.events.resend import Resend
 from entrepot.store.database import Database
 from entrepot.store.tables import EventDeadLetter, EventDelivery, OutboxEvent
 from entrepot.store.types import utc_now
@@ -27,14 +28,6 @@ OPEN = "open"
 RETRIED = "retried"
 DISCARDED = "discarded"
 STATUSES = (OPEN, RETRIED, DISCARDED)
-
-
-class Redelivery(StrEnum):
-    """The outcome of putting one delivery back."""
-
-    RESET = "reset"
-    CREATED = "created"
-    IN_FLIGHT = "in_flight"
 
 
 class EventDeadLetterNotFoundError(LookupError):
@@ -70,10 +63,12 @@ def list_event_dead_letters(
     return list(session.scalars(query))
 
 
-def retry_event_dead_letter(database: Database, dead_letter_id: int, by: str) -> EventDeadLetter:
-    """Put the event's delivery to the dead letter's subscriber back to pending with
-    its attempts at 0, and mark the dead letter retried by ``by``."""
-    letter = database.write(lambda session: _retry(session, dead_letter_id, by))
+def retry_event_dead_letter(
+    database: Database, dead_letter_id: int, by: str, resend: Resend
+) -> EventDeadLetter:
+    """Send the event again to the dead letter's subscriber with its attempts at 0,
+    through ``resend``, and mark the dead letter retried by ``by``."""
+    letter = database.write(lambda session: _retry(session, dead_letter_id, by, resend))
     log.info(
         "Event dead letter %d retried by %s: event %r goes to subscriber %s again.",
         dead_letter_id,
@@ -91,7 +86,7 @@ def discard_event_dead_letter(database: Database, dead_letter_id: int, by: str) 
     return letter
 
 
-def _retry(session: Session, dead_letter_id: int, by: str) -> EventDeadLetter:
+def _retry(session: Session, dead_letter_id: int, by: str, resend: Resend) -> EventDeadLetter:
     letter = _open_letter(session, dead_letter_id)
     event = session.scalars(
         select(OutboxEvent).where(OutboxEvent.event_id == letter.event_id)
@@ -100,7 +95,7 @@ def _retry(session: Session, dead_letter_id: int, by: str) -> EventDeadLetter:
         raise EventDeadLetterClosedError(
             dead_letter_id, f"cannot be retried: event {letter.event_id} is not in the outbox"
         )
-    redeliver(session, letter.subscriber, event)
+    resend(session, letter.subscriber, [event])
     _resolve(letter, RETRIED, by)
     return letter
 
@@ -170,41 +165,6 @@ def _resolve(letter: EventDeadLetter, status: str, by: str) -> None:
     letter.status = status
     letter.resolved_at = utc_now()
     letter.resolved_by = by
-
-
-def redeliver(session: Session, subscriber: str, event: OutboxEvent) -> Redelivery:
-    """Put the delivery of ``event`` to ``subscriber`` back to pending, with its
-    attempts at 0, or create it. A delivery in flight is left to finish."""
-    delivery = session.scalars(
-        select(EventDelivery)
-        .where(EventDelivery.subscriber == subscriber, EventDelivery.outbox_id == event.id)
-        .with_for_update()
-    ).one_or_none()
-    now = utc_now()
-
-    if delivery is None:
-        session.add(
-            EventDelivery(
-                subscriber=subscriber,
-                outbox_id=event.id,
-                subject=event.subject,
-                status=PENDING,
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
-            )
-        )
-        session.flush()
-        return Redelivery.CREATED
-    if delivery.status == IN_FLIGHT:
-        return Redelivery.IN_FLIGHT
-
-    delivery.status = PENDING
-    delivery.attempts = 0
-    delivery.next_attempt_at = now
-    delivery.last_error = None
-    delivery.finished_at = None
-    return Redelivery.RESET
 
 
 def close_dead_letters(session: Session, subscriber: str, event_id: str, by: str) -> None:

@@ -34,6 +34,14 @@ in-progress acks so the server does not redeliver it. A handler gets
   body is published to the dead-letter stream with headers that give the
   reason, then the event is terminated (``+TERM``) so it is not redelivered.
 
+Resending. A replay or a retried dead letter publishes an event again, for one
+subscriber, to the main stream on ``<prefix>.%resend.<subscriber>.<type>.<subject>``.
+Only that subscriber's consumer handles it. It is a new message, so it comes
+after the later events of its subject that were handled meanwhile. The workers
+copy every message of the dead-letter stream into the store's event dead letters
+(`entrepot.events.nats_dead_letters`), where operators list, retry and discard
+them as on the database bus.
+
 Ordering. Within one running `run_subscriber`, the events of one subject are
 handled in stream order, including across `RetryLater` redeliveries. Three
 cases can still reorder them. A blocked lane whose event does not come back
@@ -90,6 +98,10 @@ DEAD_REMEDY_HEADER = "Entrepot-Dead-Remedy"
 DEAD_SUBSCRIPTION_HEADER = "Entrepot-Subscription"
 DEAD_STREAM_SEQUENCE_HEADER = "Entrepot-Stream-Sequence"
 DEAD_DELIVERIES_HEADER = "Entrepot-Deliveries"
+
+# The first token after the prefix of the events sent again to one subscriber.
+# Percent-encoding never makes it, so no event type can take it.
+RESEND_TOKEN = "%resend"
 
 # Attempts after the first one that connect() makes before it gives up.
 INITIAL_CONNECT_RETRIES = 2
@@ -258,7 +270,7 @@ class NatsBus:
         )
 
     async def _put_stream(self, config: StreamConfig) -> None:
-        js = self._jetstream()
+        js = self.jetstream()
         assert config.name is not None
         try:
             await js.stream_info(config.name)
@@ -276,7 +288,8 @@ class NatsBus:
                 await client.drain()
             await client.close()
 
-    def _jetstream(self) -> JetStreamContext:
+    def jetstream(self) -> JetStreamContext:
+        """Return the JetStream context of the connection."""
         if self._js is None:
             raise RuntimeError("NatsBus is not connected: call connect() first")
         return self._js
@@ -304,11 +317,38 @@ class NatsBus:
         The events before the failed one are stored. Raises `PermanentFailure`
         for an event larger than the server's maximum payload.
         """
-        js = self._jetstream()
+        js = self.jetstream()
         for event in events:
-            await self._publish_one(js, event)
+            await self._publish_one(js, event, self.subject_for(event), event.id)
 
-    async def _publish_one(self, js: JetStreamContext, event: Event) -> None:
+    def resend_subject(self, subscriber: str, event: Event) -> str:
+        """Return the subject on which ``event`` goes again to ``subscriber`` alone."""
+        return (
+            f"{self.resend_prefix(subscriber)}.{type_tokens(event.type)}"
+            f".{subject_tokens(event.subject)}"
+        )
+
+    def resend_prefix(self, subscriber: str) -> str:
+        """Return the subject prefix of the events sent again to ``subscriber``."""
+        return f"{self.subject_prefix}.{RESEND_TOKEN}.{subscriber}"
+
+    async def resend(self, subscriber: str, events: Sequence[Event], *, key: str) -> None:
+        """Publish ``events`` again, in order, for ``subscriber`` alone.
+
+        They are stored in the main stream on the subscriber's resend subject, which
+        no other subscriber handles, each with ``Nats-Msg-Id`` set to
+        ``<key>/<subscriber>/<event id>``: a resend repeated with the same key
+        within the duplicate window is stored once. Raises as `publish` does.
+        """
+        check_subscription_name(subscriber)
+        js = self.jetstream()
+        for event in events:
+            subject = self.resend_subject(subscriber, event)
+            await self._publish_one(js, event, subject, f"{key}/{subscriber}/{event.id}")
+
+    async def _publish_one(
+        self, js: JetStreamContext, event: Event, subject: str, msg_id: str
+    ) -> None:
         client = self._client
         if client is None or client.is_closed:
             raise RetryLater(f"NATS connection to {self.url} is closed")
@@ -316,11 +356,11 @@ class NatsBus:
             raise RetryLater(f"NATS server at {self.url} is unreachable; reconnecting")
         try:
             ack = await js.publish(
-                self.subject_for(event),
+                subject,
                 event.to_json(),
                 timeout=self.publish_timeout_seconds,
                 stream=self.stream,
-                headers={MSG_ID_HEADER: event.id},
+                headers={MSG_ID_HEADER: msg_id},
             )
         except nats.errors.MaxPayloadError as error:
             raise PermanentFailure(
@@ -362,6 +402,7 @@ class NatsBus:
     def consumer_config(self, subscription: Subscription) -> ConsumerConfig:
         """Build the configuration of the durable pull consumer of ``subscription``."""
         filters = sorted(f"{self.subject_prefix}.{type_tokens(t)}.>" for t in subscription.types)
+        filters.append(f"{self.resend_prefix(subscription.name)}.>")
         config = ConsumerConfig(
             durable_name=subscription.name,
             description=f"entrepot subscriber {subscription.name}",
@@ -371,14 +412,13 @@ class NatsBus:
             max_deliver=subscription.max_deliveries,
             max_ack_pending=self.max_in_hand,
         )
-        if len(filters) == 1:
-            config.filter_subject = filters[0]
-        elif filters and self._server_has_filter_subjects():
+        if self._server_has_filter_subjects():
             config.filter_subjects = filters
         else:
             # Before 2.10 a consumer has at most one filter (and the server ignores
             # filter_subjects), so it takes the whole stream and the subscriber
-            # acknowledges the events of other types without handling them.
+            # acknowledges the events of other types, and those sent again to
+            # other subscribers, without handling them.
             config.filter_subject = f"{self.subject_prefix}.>"
         return config
 
@@ -430,6 +470,8 @@ class _SubscriberRun:
         self.pull: JetStreamContext.PullSubscription | None = None
         self.fetch_wait_seconds = 1.0
         self.heartbeat_seconds = max(0.2, subscription.ack_wait_seconds / 3)
+        self.resend_any = f"{bus.subject_prefix}.{RESEND_TOKEN}."
+        self.resend_own = f"{bus.resend_prefix(subscription.name)}."
 
     async def run(self) -> None:
         await self._bind()
@@ -445,7 +487,7 @@ class _SubscriberRun:
             await self._shut_down(graceful=not cancelled)
 
     async def _bind(self) -> None:
-        js = self.bus._jetstream()
+        js = self.bus.jetstream()
         config = self.bus.consumer_config(self.subscription)
         try:
             await js.add_consumer(self.bus.stream, config)
@@ -514,6 +556,9 @@ class _SubscriberRun:
 
     def _dispatch(self, msg: Msg) -> None:
         sequence = msg.metadata.sequence.stream
+        if msg.subject.startswith(self.resend_any) and not msg.subject.startswith(self.resend_own):
+            self._side_task(self._settle(msg.ack, msg, "ack"))
+            return
         try:
             event = Event.from_json(msg.data)
         except ValidationError as error:
@@ -631,7 +676,7 @@ class _SubscriberRun:
             subject = f"{self.bus.dead_prefix}.{subscription.name}.invalid"
         else:
             subject = self.bus.dead_subject(subscription, event.type, event.subject)
-        js = self.bus._jetstream()
+        js = self.bus.jetstream()
         while True:
             try:
                 await js.publish(

@@ -1,11 +1,11 @@
-"""Delivering outbox events again to subscribers of the database bus.
+"""Delivering outbox events again to subscribers.
 
-A replay selects events from the outbox and puts each selected event's delivery
-to each chosen subscriber back to pending, with its attempts at 0, creating the
-delivery when the subscriber never had one (it was added after the event). The
-subscribers' inboxes, or a webhook receiver's check of the event id, make an
-event that they already handled have no effect the second time, so running the
-same replay twice changes nothing more than running it once.
+A replay selects events from the outbox, the record of every event on either
+bus, and sends each one again to each chosen subscriber that takes its type
+(see `entrepot.events.resend`). The subscribers' inboxes, or a webhook
+receiver's check of the event id, make an event that they already handled have
+no effect the second time, so running the same replay twice changes nothing
+more than running it once.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from entrepot.events.dead_letters import Redelivery, close_dead_letters, redeliver
+from entrepot.events.dead_letters import close_dead_letters
+from entrepot.events.resend import Redelivery, Resend
 from entrepot.store.tables import EventSubscription, OutboxEvent
 
 
@@ -40,6 +41,7 @@ class ReplayCounts:
     reset: int = 0
     created: int = 0
     in_flight: int = 0
+    published: int = 0
     events: set[int] = field(default_factory=set)
 
     def add(self, outcome: Redelivery, outbox_id: int) -> None:
@@ -48,6 +50,8 @@ class ReplayCounts:
             self.reset += 1
         elif outcome is Redelivery.CREATED:
             self.created += 1
+        elif outcome is Redelivery.PUBLISHED:
+            self.published += 1
         else:
             self.in_flight += 1
 
@@ -55,6 +59,7 @@ class ReplayCounts:
         self.reset += other.reset
         self.created += other.created
         self.in_flight += other.in_flight
+        self.published += other.published
         self.events |= other.events
 
 
@@ -86,22 +91,21 @@ def replay_events(
     subscribers: Mapping[str, frozenset[str]],
     *,
     by: str,
+    resend: Resend,
 ) -> ReplayCounts:
-    """Put back the delivery of each of ``events`` (outbox id, type) to each of
-    ``subscribers`` (name, types) that takes its type, and count the outcomes.
+    """Send each of ``events`` (outbox id, type) again, through ``resend``, to each
+    of ``subscribers`` (name, types) that takes its type, and count the outcomes.
 
-    The open event dead letters of those deliveries are marked retried by ``by``.
+    The open event dead letters of those events and subscribers are marked
+    retried by ``by``.
     """
     counts = ReplayCounts()
     ids = [outbox_id for outbox_id, _ in events]
-    rows = {
-        row.id: row for row in session.scalars(select(OutboxEvent).where(OutboxEvent.id.in_(ids)))
-    }
-    for outbox_id, event_type in events:
-        row = rows[outbox_id]
-        for name, types in subscribers.items():
-            if event_type not in types:
-                continue
-            counts.add(redeliver(session, name, row), outbox_id)
+    query = select(OutboxEvent).where(OutboxEvent.id.in_(ids)).order_by(OutboxEvent.id)
+    rows = list(session.scalars(query))
+    for name, types in subscribers.items():
+        chosen = [row for row in rows if row.type in types]
+        for row, outcome in zip(chosen, resend(session, name, chosen), strict=True):
+            counts.add(outcome, row.id)
             close_dead_letters(session, name, row.event_id, by)
     return counts

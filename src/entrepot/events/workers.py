@@ -1,4 +1,5 @@
-"""The event workers of one process: the outbox relay and the webhook subscribers.
+"""The event workers of one process: the outbox relay, the webhook subscribers and,
+on NATS, the keeper of the dead letters.
 
 Every process that runs workers runs them, on the bus that ``[events] bus_url``
 names. Several processes may do so at once: the relays publish the same events
@@ -43,12 +44,14 @@ def open_bus(
 
 
 class EventWorkers:
-    """The outbox relay and one bus subscriber per configured webhook subscriber."""
+    """The outbox relay, one bus subscriber per configured webhook subscriber, and on
+    NATS the dead-letter keeper."""
 
     def __init__(
         self, settings: EventSettings, database: Database, *, owner: str, poll_interval: float
     ) -> None:
         self.bus = open_bus(settings, database, owner=owner, poll_interval=poll_interval)
+        self._database = database
         self.relay = OutboxRelay(database, self.bus, poll_interval=settings.relay_interval_seconds)
         self.subscribers = [
             WebhookSubscriber(name, subscriber)
@@ -71,6 +74,8 @@ class EventWorkers:
                     await self.bus.register(subscriber.subscription)
             runs = [self.relay.run(stopping)]
             runs += [self._supervise(subscriber, stopping) for subscriber in self.subscribers]
+            if not isinstance(self.bus, DatabaseBus):
+                runs.append(self._keep_dead_letters(stopping))
             await asyncio.gather(*runs)
         finally:
             for subscriber in self.subscribers:
@@ -102,6 +107,23 @@ class EventWorkers:
                 log.exception(
                     "Subscriber %s stopped unexpectedly; restarting it in %.0f s.",
                     subscriber.name,
+                    RESTART_DELAY_SECONDS,
+                )
+                await _sleep_unless_stopped(stopping, RESTART_DELAY_SECONDS)
+
+    async def _keep_dead_letters(self, stopping: asyncio.Event) -> None:
+        """Copy the NATS bus's dead letters into the store, restarting after a crash."""
+        from entrepot.events.nats_bus import NatsBus
+        from entrepot.events.nats_dead_letters import NatsDeadLetterKeeper
+
+        assert isinstance(self.bus, NatsBus)
+        keeper = NatsDeadLetterKeeper(self.bus, self._database)
+        while not stopping.is_set():
+            try:
+                await keeper.run(stopping.is_set)
+            except Exception:
+                log.exception(
+                    "Dead-letter keeper stopped unexpectedly; restarting it in %.0f s.",
                     RESTART_DELAY_SECONDS,
                 )
                 await _sleep_unless_stopped(stopping, RESTART_DELAY_SECONDS)

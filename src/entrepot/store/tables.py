@@ -427,11 +427,16 @@ class SubjectPosition(Base):
 class EventDeadLetter(Base):
     """An event a subscriber could not handle, with the reason and the event itself.
 
-    ``status`` runs open → retried or discarded, with who did it.
+    ``status`` runs open → retried or discarded, with who did it. ``source_key``
+    names the bus message a dead letter was copied from, on buses that keep dead
+    letters of their own (NATS), so that copying it again keeps one row.
     """
 
     __tablename__ = "event_dead_letters"
-    __table_args__ = (Index("ix_event_dead_letters_status", "status"),)
+    __table_args__ = (
+        Index("ix_event_dead_letters_status", "status"),
+        Index("ux_event_dead_letters_source_key", "source_key", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     subscriber: Mapped[str] = mapped_column(String(120))
@@ -445,3 +450,4 @@ class EventDeadLetter(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
     resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     resolved_by: Mapped[str | None] = mapped_column(String(120))
+    source_key: Mapped[str | None] = mapped_column(String(300))

@@ -1,0 +1,142 @@
+"""Sending outbox events again to one subscriber, on either bus.
+
+A replay and a retried event dead letter both do it. On the database bus the
+event's delivery to the subscriber goes back to pending with its attempts at 0,
+or is created when the subscriber was added after the event. On NATS the event
+is published again on the subscriber's own resend subject, which only that
+subscriber handles. Either way the subscriber's check of the event id makes an
+event it already handled have no effect the second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from enum import StrEnum
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from entrepot.events.database_bus import IN_FLIGHT, PENDING
+from entrepot.events.envelope import Event
+from entrepot.store.tables import EventDelivery, OutboxEvent
+from entrepot.store.types import utc_now
+
+if TYPE_CHECKING:
+    from entrepot.events.nats_bus import NatsBus
+
+
+class Redelivery(StrEnum):
+    """The outcome of sending one event again to one subscriber."""
+
+    RESET = "reset"
+    CREATED = "created"
+    IN_FLIGHT = "in_flight"
+    PUBLISHED = "published"
+
+
+class Resend(Protocol):
+    def __call__(
+        self, session: Session, subscriber: str, events: Sequence[OutboxEvent]
+    ) -> list[Redelivery]:
+        """Send ``events`` again to ``subscriber``, in order, within ``session``'s
+        transaction, and return the outcome of each."""
+        ...
+
+
+def put_back(session: Session, subscriber: str, events: Sequence[OutboxEvent]) -> list[Redelivery]:
+    """Resend on the database bus: put each delivery back to pending, or create it."""
+    return [put_back_one(session, subscriber, event) for event in events]
+
+
+def put_back_one(session: Session, subscriber: str, event: OutboxEvent) -> Redelivery:
+    """Put the delivery of ``event`` to ``subscriber`` back to pending, with its
+    attempts at 0, or create it. A delivery in flight is left to finish."""
+    delivery = session.scalars(
+        select(EventDelivery)
+        .where(EventDelivery.subscriber == subscriber, EventDelivery.outbox_id == event.id)
+        .with_for_update()
+    ).one_or_none()
+    now = utc_now()
+
+    if delivery is None:
+        session.add(
+            EventDelivery(
+                subscriber=subscriber,
+                outbox_id=event.id,
+                subject=event.subject,
+                status=PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+        session.flush()
+        return Redelivery.CREATED
+    if delivery.status == IN_FLIGHT:
+        return Redelivery.IN_FLIGHT
+
+    delivery.status = PENDING
+    delivery.attempts = 0
+    delivery.next_attempt_at = now
+    delivery.last_error = None
+    delivery.finished_at = None
+    return Redelivery.RESET
+
+
+class NatsResend:
+    """Resend on NATS: publish each event again on the subscriber's resend subject.
+
+    Use it as a context manager, which connects ``bus`` and keeps it open on an
+    event loop of its own, in a thread that runs no event loop. All the events it
+    sends share one key, so sending the same event to the same subscriber twice within the server's
+    duplicate window stores it once. `RetryLater` comes out of entering when the
+    server is unreachable, and out of a call when a publish fails.
+    """
+
+    def __init__(self, bus: NatsBus) -> None:
+        self.key = uuid.uuid4().hex
+        self._bus = bus
+        self._runner = asyncio.Runner()
+
+    def __enter__(self) -> NatsResend:
+        try:
+            self._runner.run(self._bus.connect())
+        except BaseException:
+            self._runner.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            self._runner.run(self._bus.close())
+        finally:
+            self._runner.close()
+
+    def __call__(
+        self, session: Session, subscriber: str, events: Sequence[OutboxEvent]
+    ) -> list[Redelivery]:
+        envelopes = [Event.model_validate(event.envelope) for event in events]
+        self._runner.run(self._bus.resend(subscriber, envelopes, key=self.key))
+        return [Redelivery.PUBLISHED] * len(envelopes)
+
+
+@contextmanager
+def opened_resend(bus_url: str) -> Iterator[Resend]:
+    """Yield the resend of the bus that ``bus_url`` names (empty: the database bus)."""
+    if not bus_url:
+        yield put_back
+        return
+    from entrepot.events.nats_bus import NatsBus
+
+    with NatsResend(NatsBus(bus_url)) as resend:
+        yield resend
