@@ -1,5 +1,6 @@
 """The event bus contract, run on every backend: the database bus on SQLite and on
-PostgreSQL, and the NATS JetStream bus (with the outbox and the inbox on SQLite).
+PostgreSQL, and the NATS JetStream bus (with the outbox and the inbox on SQLite), on
+Debian's nats-server and on a newer one that fsyncs every write before its ack.
 
 Each test writes events to the outbox or publishes them, runs subscribers whose
 handler applies a projection through `apply_once`, and checks the store
@@ -262,7 +263,13 @@ def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer
     yield from running_nats_server(tmp_path_factory)
 
 
-@pytest.fixture(params=["sqlite", "postgresql", "nats"])
+@pytest.fixture(scope="module")
+def syncing_nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A nats-server of 2.10 or later set up as in production: fsync before each ack."""
+    yield from running_nats_server(tmp_path_factory, sync_always=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "nats", "nats-sync"])
 def backend_name(request: pytest.FixtureRequest) -> str:
     name: str = request.param
     return name
@@ -270,10 +277,11 @@ def backend_name(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def nats_url(request: pytest.FixtureRequest, backend_name: str) -> str | None:
-    """The URL of the module's nats-server, started only for the NATS backend."""
-    if backend_name != "nats":
+    """The URL of the module's nats-server, started only for the NATS backends."""
+    if not backend_name.startswith("nats"):
         return None
-    server: NatsServer = request.getfixturevalue("nats_server")
+    fixture = "nats_server" if backend_name == "nats" else "syncing_nats_server"
+    server: NatsServer = request.getfixturevalue(fixture)
     return server.url
 
 

@@ -60,10 +60,11 @@ lose the acknowledged events of that window. A killed server process loses
 none of them, because the write has reached the OS page cache (the SIGKILL
 test in tests/events/test_nats_bus.py checks this on 2.9.10). Production
 therefore runs ``jetstream { sync_interval: always }``, which fsyncs every
-write before the ack. That option came with nats-server 2.10.0. Version
-2.9.10, the one installed here, rejects it as an unknown field and has no way
-to fsync before it acknowledges. Until a consumer has committed its effect,
-entrepot's database outbox, not the bus, is the record of the event.
+write before the ack. That option came with nats-server 2.10.0: Debian's
+2.9.10 rejects it as an unknown field and cannot fsync before it acknowledges.
+The tests run the bus on both, the newer server with that setting. Until a
+consumer has committed its effect, entrepot's database outbox, not the bus, is
+the record of the event.
 """
 
 from __future__ import annotations
