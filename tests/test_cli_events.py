@@ -158,6 +158,14 @@ def test_replay_option_errors(tmp_path: Path) -> None:
     bad_type = runner.invoke(app, [*base, "--all-subscribers", "--type", "order.shipped"])
     bad_time = runner.invoke(app, [*base, "--all-subscribers", "--since", "yesterday"])
     nothing = runner.invoke(app, [*base, "--all-subscribers"])
+    far_past = runner.invoke(
+        app, [*base, "--all-subscribers", "--since", "0001-01-01T00:00:00+01:00"]
+    )
+    backwards = runner.invoke(
+        app, [*base, "--all-subscribers", "--since", "2030-01-01", "--until", "2020-01-01"]
+    )
+    long_by = runner.invoke(app, [*base, "--all-subscribers", "--by", "x" * 121])
+    empty_by = runner.invoke(app, [*base, "--all-subscribers", "--by", " "])
 
     assert neither.exit_code == 2
     assert "Give either --subscriber NAME or --all-subscribers." in neither.output
@@ -170,6 +178,15 @@ def test_replay_option_errors(tmp_path: Path) -> None:
     assert "Invalid --since 'yesterday'" in bad_time.output
     assert nothing.exit_code == 1
     assert "No subscribers are configured or registered" in nothing.output
+    assert far_past.exit_code == 2
+    assert "Invalid --since '0001-01-01T00:00:00+01:00'" in " ".join(far_past.output.split())
+    assert backwards.exit_code == 2
+    assert "--since 2030-01-01 is not before --until 2020-01-01" in " ".join(
+        backwards.output.split()
+    )
+    assert long_by.exit_code == 2
+    assert "Invalid --by" in long_by.output
+    assert empty_by.exit_code == 2
 
 
 async def test_replay_without_matches(tmp_path: Path) -> None:
@@ -201,6 +218,7 @@ async def test_event_dlq_commands(tmp_path: Path) -> None:
     again = runner.invoke(app, ["events", "dlq", "retry", str(first), "--by", "alice", *base])
     discarded = runner.invoke(app, ["events", "dlq", "discard", str(second), "--by", "bob", *base])
     missing = runner.invoke(app, ["events", "dlq", "show", "999", *base])
+    huge = runner.invoke(app, ["events", "dlq", "retry", str(2**63), "--by", "x", *base])
     table = runner.invoke(app, ["events", "dlq", "list", "--status", "all", *base])
     still_open = runner.invoke(app, ["events", "dlq", "list", "--json", *base])
 
@@ -231,6 +249,7 @@ async def test_event_dlq_commands(tmp_path: Path) -> None:
     assert detail["event_id"] in accepted.values()
     assert missing.exit_code == 1
     assert "Event dead letter 999 not found." in missing.output
+    assert huge.exit_code == 2
     assert "retried" in table.output
     assert "discarded" in table.output
     assert json.loads(still_open.output) == []

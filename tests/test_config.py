@@ -163,3 +163,45 @@ def test_store_url_without_driver_rejected() -> None:
         "entrepot is not installed (No module named 'psycopg'); install it, or name an "
         "installed driver in the URL"
     )
+
+
+GOOD_SUBSCRIBER = {"url": "http://127.0.0.1:9/events", "secret": "s", "types": ["order.accepted"]}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("requests_per_second", float("inf"), "less than or equal to 10000"),
+        ("timeout_seconds", float("inf"), "less than or equal to 3600"),
+        ("ack_wait_seconds", 1e300, "less than or equal to 86400"),
+        ("max_concurrency", 0, "greater than or equal to 1"),
+        ("types", ["order.acepted"], "unknown event types ['order.acepted']; known types:"),
+        ("url", "not a url", "url 'not a url' is not an http:// or https:// URL with a host"),
+        ("url", "ftp://127.0.0.1/x", "is not an http:// or https:// URL with a host"),
+        ("secret", "", "secret is empty"),
+    ],
+)
+def test_bad_subscriber_rejected(field: str, value: object, message: str) -> None:
+    subscriber = GOOD_SUBSCRIBER | {field: value}
+    with pytest.raises(ValidationError) as raised:
+        load_settings(events={"subscribers": {"feed": subscriber}})
+
+    [error] = raised.value.errors()
+    assert error["loc"] == ("events", "subscribers", "feed", field)
+    assert message in error["msg"]
+
+
+@pytest.mark.parametrize("name", ["x" * 121, "with space", "dotted.name", ""])
+def test_bad_subscriber_name_rejected(name: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        load_settings(events={"subscribers": {name: GOOD_SUBSCRIBER}})
+
+    [error] = raised.value.errors()
+    assert error["loc"] == ("events", "subscribers")
+    assert f"subscriber name {name!r} is invalid" in error["msg"]
+
+
+def test_long_subscriber_name_accepted() -> None:
+    settings = load_settings(events={"subscribers": {"a" * 120: GOOD_SUBSCRIBER}})
+
+    assert list(settings.events.subscribers) == ["a" * 120]

@@ -411,7 +411,7 @@ def dlq_list(
 
 @dlq_app.command("show")
 def dlq_show(
-    dead_letter_id: Annotated[int, typer.Argument(help="Dead letter id.")],
+    dead_letter_id: DeadLetterIdArgument,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -428,11 +428,26 @@ def dlq_show(
 
 
 ByOption = Annotated[str | None, typer.Option("--by", help="Who acts (default: your login).")]
+# The largest id the store's 64-bit keys hold.
+MAX_ID = 2**63 - 1
+DeadLetterIdArgument = Annotated[int, typer.Argument(help="Dead letter id.", min=1, max=MAX_ID)]
+# The maximum length of an operator name in the store.
+MAX_OPERATOR_CHARS = 120
+
+
+def operator_name(by: str | None) -> str:
+    """Return who acts: ``--by``, checked, or else the login name."""
+    if by is None:
+        return getpass.getuser()[:MAX_OPERATOR_CHARS]
+    name = by.strip()
+    if not name or len(name) > MAX_OPERATOR_CHARS:
+        _fail(f"Invalid --by {by!r}: give a name of 1 to {MAX_OPERATOR_CHARS} characters.", code=2)
+    return name
 
 
 @dlq_app.command("retry")
 def dlq_retry(
-    dead_letter_id: Annotated[int, typer.Argument(help="Dead letter id.")],
+    dead_letter_id: DeadLetterIdArgument,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
     by: ByOption = None,
@@ -445,7 +460,7 @@ def dlq_retry(
 
 @dlq_app.command("discard")
 def dlq_discard(
-    dead_letter_id: Annotated[int, typer.Argument(help="Dead letter id.")],
+    dead_letter_id: DeadLetterIdArgument,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
     by: ByOption = None,
@@ -468,7 +483,7 @@ def _operate(
 
     database = _runtime_database(config, data_dir)
     try:
-        operation(database, dead_letter_id, by or getpass.getuser())
+        operation(database, dead_letter_id, operator_name(by))
     except (DeadLetterNotFoundError, DeadLetterClosedError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc

@@ -6,7 +6,6 @@ Importing this module adds the commands to `entrepot.cli.app`.
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
 from collections.abc import Callable
@@ -20,6 +19,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from entrepot.cli import (
+    MAX_ID,
     ByOption,
     ConfigOption,
     DataDirOption,
@@ -30,6 +30,7 @@ from entrepot.cli import (
     _table,
     app,
     console,
+    operator_name,
 )
 from entrepot.config import Settings
 
@@ -45,6 +46,10 @@ events_app.add_typer(event_dlq_app, name="dlq")
 app.add_typer(events_app, name="events")
 
 log = logging.getLogger(__name__)
+
+EventDeadLetterIdArgument = Annotated[
+    int, typer.Argument(help="Event dead letter id.", min=1, max=MAX_ID)
+]
 
 # Events put back per write transaction, and per step of the progress bar.
 REPLAY_BATCH = 200
@@ -110,14 +115,18 @@ def replay(
     from entrepot.events.envelope import EVENT_TYPES
     from entrepot.events.replay import EventFilter, matching_events
 
+    operator = operator_name(by)
     settings = _settings(config, data_dir)
     unknown = sorted(set(event_types or ()) - EVENT_TYPES)
     if unknown:
         known = ", ".join(sorted(EVENT_TYPES))
         _fail(f"Unknown event type {', '.join(unknown)}; known types: {known}.", code=2)
+    since_time, until_time = _parse_time("--since", since), _parse_time("--until", until)
+    if since_time is not None and until_time is not None and since_time >= until_time:
+        _fail(f"--since {since} is not before --until {until}; nothing could match.", code=2)
     event_filter = EventFilter(
-        since=_parse_time("--since", since),
-        until=_parse_time("--until", until),
+        since=since_time,
+        until=until_time,
         types=frozenset(event_types or ()),
         subject=subject,
         correlation_id=correlation_id,
@@ -130,7 +139,6 @@ def replay(
         console.print("No events match; nothing was replayed.")
         return
 
-    operator = by or getpass.getuser()
     counts = _replay_in_batches(settings, database, events, targets, operator)
     names = ", ".join(sorted(targets))
     log.info(
@@ -192,12 +200,15 @@ def _parse_time(option: str, text: str | None) -> datetime | None:
         return None
     try:
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         _fail(
-            f"Invalid {option} {text!r}: expected an ISO 8601 time such as 2026-12-04T10:00:00Z.",
+            f"Invalid {option} {text!r}: expected an ISO 8601 time between the years 1 and "
+            "9999, such as 2026-12-04T10:00:00Z.",
             code=2,
         )
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _replay_subscribers(
@@ -274,7 +285,7 @@ def dlq_list(
 
 @event_dlq_app.command("show")
 def dlq_show(
-    dead_letter_id: Annotated[int, typer.Argument(help="Event dead letter id.")],
+    dead_letter_id: EventDeadLetterIdArgument,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
 ) -> None:
@@ -291,7 +302,7 @@ def dlq_show(
 
 @event_dlq_app.command("retry")
 def dlq_retry(
-    dead_letter_id: Annotated[int, typer.Argument(help="Event dead letter id.")],
+    dead_letter_id: EventDeadLetterIdArgument,
     by: ByOption = None,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
@@ -311,7 +322,7 @@ def dlq_retry(
 
 @event_dlq_app.command("discard")
 def dlq_discard(
-    dead_letter_id: Annotated[int, typer.Argument(help="Event dead letter id.")],
+    dead_letter_id: EventDeadLetterIdArgument,
     by: ByOption = None,
     config: ConfigOption = None,
     data_dir: DataDirOption = None,
@@ -337,7 +348,7 @@ def _act(
     from entrepot.spokes.failures import DeliveryFailure
 
     database = _runtime_database(config, data_dir)
-    operator = by or getpass.getuser()
+    operator = operator_name(by)
     try:
         letter = operation(database, dead_letter_id, operator)
     except (EventDeadLetterNotFoundError, EventDeadLetterClosedError) as exc:

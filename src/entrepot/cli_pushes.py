@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 from enum import StrEnum
 from pathlib import Path
@@ -69,11 +68,11 @@ def pushes_retry(
     by: Annotated[str | None, typer.Option("--by", help="Who acts (default: your login).")] = None,
 ) -> None:
     """Send a push that failed for good once more."""
-    from entrepot.cli import _runtime_database
+    from entrepot.cli import _runtime_database, operator_name
     from entrepot.store.pushes import PushNotRetryableError, retry_push
 
     database = _runtime_database(config, data_dir)
-    who = by or getpass.getuser()
+    who = operator_name(by)
     try:
         database.write(lambda session: retry_push(session, push_id, who))
     except PushNotRetryableError as exc:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
@@ -27,6 +29,8 @@ from sqlalchemy.exc import ArgumentError
 ENV_PREFIX = "ENTREPOT_"
 CONFIG_ENV_VAR = "ENTREPOT_CONFIG"
 DEFAULT_CONFIG_FILE = Path("entrepot.toml")
+# Subscriber names: they name store rows (120 characters) and NATS consumers.
+SUBSCRIBER_NAME = re.compile(r"[A-Za-z0-9_-]{1,120}")
 # The databases the store's migrations and inserts are written for.
 SUPPORTED_DATABASES = frozenset({"sqlite", "postgresql"})
 
@@ -240,14 +244,40 @@ class EventSubscriberSettings(Section):
     url: str
     secret: SecretStr
     types: list[str] = Field(min_length=1)
-    requests_per_second: float = Field(default=10.0, gt=0)
-    max_concurrency: int = Field(default=4, ge=1)
-    timeout_seconds: float = Field(default=10.0, gt=0)
-    max_deliveries: int = Field(default=8, ge=1)
-    redeliver_after_seconds: float = Field(default=2.0, gt=0)
-    # Seconds a worker holds an event before another worker may take it over,
-    # presuming the first one dead. None means timeout_seconds plus 30 s.
-    ack_wait_seconds: float | None = Field(default=None, gt=0)
+    requests_per_second: float = Field(default=10.0, gt=0, le=10_000)
+    max_concurrency: int = Field(default=4, ge=1, le=1000)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
+    max_deliveries: int = Field(default=8, ge=1, le=1000)
+    redeliver_after_seconds: float = Field(default=2.0, gt=0, le=3600)
+    # Seconds one call may take, counted from the start of its request, before the
+    # event is taken for lost. None means timeout_seconds plus 30 s.
+    ack_wait_seconds: float | None = Field(default=None, gt=0, le=86_400)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"url {url!r} is not an http:// or https:// URL with a host")
+        return url
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_given(cls, secret: SecretStr) -> SecretStr:
+        if not secret.get_secret_value():
+            raise ValueError("secret is empty; requests would be signed with an empty key")
+        return secret
+
+    @field_validator("types")
+    @classmethod
+    def _known_types(cls, types: list[str]) -> list[str]:
+        from entrepot.events.envelope import EVENT_TYPES
+
+        unknown = sorted(set(types) - EVENT_TYPES)
+        if unknown:
+            known = ", ".join(sorted(EVENT_TYPES))
+            raise ValueError(f"unknown event types {unknown}; known types: {known}")
+        return types
 
     @model_validator(mode="after")
     def _ack_wait_covers_timeout(self) -> EventSubscriberSettings:
@@ -271,6 +301,19 @@ class EventSettings(Section):
     bus_url: str = ""
     relay_interval_seconds: float = Field(default=0.5, gt=0)
     subscribers: dict[str, EventSubscriberSettings] = Field(default_factory=dict)
+
+    @field_validator("subscribers")
+    @classmethod
+    def _usable_names(
+        cls, subscribers: dict[str, EventSubscriberSettings]
+    ) -> dict[str, EventSubscriberSettings]:
+        for name in subscribers:
+            if not SUBSCRIBER_NAME.fullmatch(name):
+                raise ValueError(
+                    f"subscriber name {name!r} is invalid: use 1 to 120 letters, digits, "
+                    "'-' or '_'"
+                )
+        return subscribers
 
     @field_validator("bus_url")
     @classmethod

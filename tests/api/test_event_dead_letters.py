@@ -130,3 +130,19 @@ async def test_retry_answers_503_when_nats_unreachable(tmp_path: Path) -> None:
         "the event bus is unavailable: NATS server at nats://127.0.0.1:9 is unreachable"
     )
     assert after.json()["status"] == "open"
+
+
+async def test_out_of_range_id_answers_422(tmp_path: Path) -> None:
+    settings = hub_settings(tmp_path, "http://127.0.0.1:9")
+    settings.api = ApiSettings(token=SecretStr("ops-token"))
+    async with running_hub(settings, workers=False) as hub:
+        huge = 99999999999999999999999
+        shown = await hub.client.get(f"/api/event-dead-letters/{huge}", headers=TOKEN)
+        discarded = await hub.client.post(
+            f"/api/event-dead-letters/{2**63}/discard", json={"by": "x"}, headers=TOKEN
+        )
+        order_letter = await hub.client.get(f"/api/dead-letters/{huge}", headers=TOKEN)
+
+    assert shown.status_code == 422
+    assert discarded.status_code == 422
+    assert order_letter.status_code == 422

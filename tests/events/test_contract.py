@@ -873,6 +873,61 @@ async def test_killed_consumer_event_runs_again(backend: Backend) -> None:
     assert await backend.in_flight(limits) == 0
 
 
+async def test_waiting_for_a_slot_costs_no_attempt(backend: Backend) -> None:
+    """Twelve events of twelve subjects, two handler calls at a time of 0.4 s each,
+    and an ack_wait of 1 s: the last ones wait more than 2 s for a slot, keep their
+    lease meanwhile, and each runs once, beside a second consumer."""
+    limits = subscription(ack_wait_seconds=1.0, max_concurrency=2, max_deliveries=1)
+    await backend.prepare(limits)
+    events = [item_event(f"SLOT-{n}", 1) for n in range(12)]
+    write_outbox(backend.database, events)
+    recorder = Recorder(backend.database, latency=0.4)
+    first = Consumer(await backend.bus("first"), limits, recorder.handler("first"))
+    await relay_all(backend, await backend.bus("relay"))
+    await wait_until(lambda: len(recorder.calls) >= 1, 10, "the first call")
+    second = Consumer(await backend.bus("second"), limits, recorder.handler("second"))
+    await wait_until(lambda: len(recorder.finished()) >= 12, 30, "every event")
+    await asyncio.sleep(0.5)
+    await first.stop()
+    await second.stop()
+
+    assert sorted(call.event.id for call in recorder.calls) == sorted(e.id for e in events)
+    assert await backend.dead_letters(limits) == []
+    for consumer in ("first", "second"):
+        spans = [(c.started, c.finished) for c in recorder.calls if c.consumer == consumer]
+        assert max_overlap(spans) <= 2
+    assert await backend.in_flight(limits) == 0
+
+
+async def test_abandoned_last_delivery_dead_lettered(backend: Backend) -> None:
+    """A consumer killed during the event's only allowed delivery: the event goes to
+    the dead letters once its lease runs out, and is not handled again."""
+    limits = subscription(ack_wait_seconds=1.0, max_deliveries=1)
+    await backend.prepare(limits)
+    event = item_event("ABANDONED", 1)
+    write_outbox(backend.database, [event])
+    started = asyncio.Event()
+    calls: list[str] = []
+
+    async def hang(received: Event) -> None:
+        calls.append(received.id)
+        started.set()
+        await asyncio.sleep(30)
+
+    killed = Consumer(await backend.bus("killed"), limits, hang)
+    await relay_all(backend, await backend.bus("relay"))
+    await asyncio.wait_for(started.wait(), 10)
+    await killed.kill()
+    successor = Consumer(await backend.bus("successor"), limits, hang)
+    letters = await wait_for_dead_letters(backend, limits, 1)
+    await successor.stop()
+
+    assert calls == [event.id]
+    assert [letter.event_id for letter in letters] == [event.id]
+    assert letters[0].deliveries == 1
+    assert await backend.in_flight(limits) == 0
+
+
 async def test_contention_all_applied_once(backend: Backend) -> None:
     """1,000 events of 1,000 orders, 5 consumers, 200 ms handler latency, and 5 % of
     the effect transactions failing with a serialization failure.

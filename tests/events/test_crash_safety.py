@@ -116,7 +116,8 @@ def run_trial(
                 headers = webhook_headers(raw, webhook_id=f"w-{number}")
                 response = post_until_acknowledged(lambda: processes["hub"].url, raw, headers)
                 assert response.status_code == 200, response.text
-                time.sleep(0.05)
+                # Spread over about 2 s, so that every kill_after lands within the flow.
+                time.sleep(0.12)
             if not restarts:
                 time.sleep(max(0.0, start + trial.kill_after - time.monotonic()))
                 kill_and_restart()

@@ -257,6 +257,11 @@ def test_signature_header_lists() -> None:
     )
 
 
+@pytest.mark.parametrize("header", ["v1=é", "v1=\u00e9" * 32, "v1=", "=", "v1==="])
+def test_signature_odd_header_false(header: str) -> None:
+    assert not verify_signature("s3cret", "1700000000", b"{}", header, now=1_700_000_000)
+
+
 def test_retry_after_forms() -> None:
     now = 1_700_000_000.0
 

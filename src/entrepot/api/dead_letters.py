@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -17,6 +17,9 @@ from entrepot.store.dead_letters import (
     list_dead_letters,
 )
 from entrepot.store.tables import DeadLetter
+
+# The ids the store's 64-bit keys hold.
+DeadLetterId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 router = APIRouter(prefix="/api/dead-letters", tags=["operations"])
 
@@ -44,7 +47,7 @@ def list_all(
 
 
 @router.get("/{dead_letter_id}")
-def show(dead_letter_id: int, request: Request) -> dict[str, Any]:
+def show(dead_letter_id: DeadLetterId, request: Request) -> dict[str, Any]:
     """Show a dead letter with the original input as the channel sent it."""
     runtime: Runtime = request.app.state.runtime
     with runtime.database.read() as session:
@@ -55,7 +58,9 @@ def show(dead_letter_id: int, request: Request) -> dict[str, Any]:
 
 
 @router.post("/{dead_letter_id}/retry")
-async def retry(dead_letter_id: int, action: OperatorAction, request: Request) -> dict[str, Any]:
+async def retry(
+    dead_letter_id: DeadLetterId, action: OperatorAction, request: Request
+) -> dict[str, Any]:
     runtime: Runtime = request.app.state.runtime
     dead_letter = await _act(retry_dead_letter, runtime, dead_letter_id, action.by)
     runtime.notify_receipt()
@@ -63,7 +68,9 @@ async def retry(dead_letter_id: int, action: OperatorAction, request: Request) -
 
 
 @router.post("/{dead_letter_id}/discard")
-async def discard(dead_letter_id: int, action: OperatorAction, request: Request) -> dict[str, Any]:
+async def discard(
+    dead_letter_id: DeadLetterId, action: OperatorAction, request: Request
+) -> dict[str, Any]:
     runtime: Runtime = request.app.state.runtime
     dead_letter = await _act(discard_dead_letter, runtime, dead_letter_id, action.by)
     return tracking.dead_letter_view(dead_letter)

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from entrepot.api.dead_letters import OperatorAction
+from entrepot.api.dead_letters import DeadLetterId, OperatorAction
 from entrepot.events.dead_letters import (
     EventDeadLetterClosedError,
     EventDeadLetterNotFoundError,
@@ -50,7 +50,7 @@ def list_all(
 
 
 @router.get("/{dead_letter_id}")
-def show(dead_letter_id: int, request: Request) -> dict[str, Any]:
+def show(dead_letter_id: DeadLetterId, request: Request) -> dict[str, Any]:
     """Show an event dead letter with its event and its delivery's current state."""
     runtime: Runtime = request.app.state.runtime
     with runtime.database.read() as session:
@@ -63,7 +63,9 @@ def show(dead_letter_id: int, request: Request) -> dict[str, Any]:
 
 
 @router.post("/{dead_letter_id}/retry")
-async def retry(dead_letter_id: int, action: OperatorAction, request: Request) -> dict[str, Any]:
+async def retry(
+    dead_letter_id: DeadLetterId, action: OperatorAction, request: Request
+) -> dict[str, Any]:
     """Send the event again to its subscriber, with its attempts at 0."""
     runtime: Runtime = request.app.state.runtime
     bus_url = runtime.settings.events.bus_url
@@ -76,7 +78,9 @@ async def retry(dead_letter_id: int, action: OperatorAction, request: Request) -
 
 
 @router.post("/{dead_letter_id}/discard")
-async def discard(dead_letter_id: int, action: OperatorAction, request: Request) -> dict[str, Any]:
+async def discard(
+    dead_letter_id: DeadLetterId, action: OperatorAction, request: Request
+) -> dict[str, Any]:
     return await _act(discard_event_dead_letter, request, dead_letter_id, action.by)
 
 

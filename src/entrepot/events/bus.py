@@ -14,6 +14,10 @@ from typing import Protocol
 
 from entrepot.events.envelope import Event
 
+# The maximum wait before an event is delivered again, whatever delay a failure
+# requests (a subscriber's Retry-After, for example).
+MAX_REDELIVER_DELAY_SECONDS = 3600.0
+
 Handler = Callable[[Event], Awaitable[None]]
 """Handles one event. Raising `RetryLater` redelivers it after a delay; raising
 `PermanentFailure`, or failing ``max_deliveries`` times, sends it to the dead
@@ -22,13 +26,19 @@ letters. Either way the events of other subjects keep flowing."""
 
 @dataclass(frozen=True)
 class Subscription:
-    """A durable subscriber: its name, the event types it wants, and its limits."""
+    """A durable subscriber: its name, the event types it wants, and its limits.
+
+    ``ack_wait_seconds`` is the time one handler call may take, counted from its
+    start. ``max_concurrency`` is the most handler calls at a time in one process
+    (None: no limit). Events in hand that wait for a free call keep their lease.
+    """
 
     name: str
     types: frozenset[str]
     max_deliveries: int = 5
     redeliver_after_seconds: float = 1.0
     ack_wait_seconds: float = 30.0
+    max_concurrency: int | None = None
 
 
 class EventBus(Protocol):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -18,10 +19,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeGuard
 
-from sqlalchemy import and_, exists, or_, select
+from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from entrepot.events.bus import Handler, Subscription
+from entrepot.events.bus import MAX_REDELIVER_DELAY_SECONDS, Handler, Subscription
 from entrepot.events.envelope import Event
 from entrepot.spokes.failures import DeliveryFailure, PermanentFailure, RetryLater
 from entrepot.store.database import Database
@@ -86,63 +87,128 @@ class DatabaseBus:
     ) -> None:
         await self.register(subscription)
         log.info("Subscriber %s started.", subscription.name)
+        slots = asyncio.Semaphore(subscription.max_concurrency or self._claim_limit)
         while not stopping():
-            # Taken before the claim, so the handlers' deadline comes before the lease
-            # that the claim records runs out.
-            deadline = asyncio.get_running_loop().time() + subscription.ack_wait_seconds
             claimed = await asyncio.to_thread(self._claim, subscription)
             if not claimed:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_interval)
                 continue
-            by_subject: dict[str, list[ClaimedEvent]] = defaultdict(list)
-            for item in claimed:
-                by_subject[item.event.subject].append(item)
+            await self._handle_claimed(subscription, handler, claimed, slots, stopping)
+        log.info("Subscriber %s stopped.", subscription.name)
+
+    async def _handle_claimed(
+        self,
+        subscription: Subscription,
+        handler: Handler,
+        claimed: list[ClaimedEvent],
+        slots: asyncio.Semaphore,
+        stopping: Callable[[], bool],
+    ) -> None:
+        """Handle claimed events, each subject in order, renewing the leases of those
+        still in hand until they are recorded. Once ``stopping()``, the events not
+        started yet go back unattempted."""
+        in_hand = {item.delivery_id: item for item in claimed}
+        by_subject: dict[str, list[ClaimedEvent]] = defaultdict(list)
+        for item in claimed:
+            by_subject[item.event.subject].append(item)
+
+        renewal = asyncio.create_task(self._renew_leases(subscription, in_hand))
+        try:
             await asyncio.gather(
                 *(
-                    self._handle_in_order(subscription, handler, items, deadline)
+                    self._handle_in_order(subscription, handler, items, slots, in_hand, stopping)
                     for items in by_subject.values()
                 )
             )
-        log.info("Subscriber %s stopped.", subscription.name)
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewal
+
+    async def _renew_leases(
+        self, subscription: Subscription, in_hand: dict[int, ClaimedEvent]
+    ) -> None:
+        """Extend the leases of the deliveries in hand every third of ``ack_wait``."""
+        while True:
+            await asyncio.sleep(subscription.ack_wait_seconds / 3)
+            items = list(in_hand.values())
+            if not items:
+                continue
+            try:
+                renew = functools.partial(
+                    renew_leases, items=items, owner=self._owner, subscription=subscription
+                )
+                await asyncio.to_thread(self._database.write, renew)
+            except Exception as error:
+                # The leases may run out, and another worker then takes the events
+                # over. Recording an outcome checks that the claim is still this one.
+                log.warning(
+                    "Subscriber %s could not renew the leases of %d events: %r",
+                    subscription.name,
+                    len(items),
+                    error,
+                )
 
     async def _handle_in_order(
         self,
         subscription: Subscription,
         handler: Handler,
         items: list[ClaimedEvent],
-        deadline: float,
+        slots: asyncio.Semaphore,
+        in_hand: dict[int, ClaimedEvent],
+        stopping: Callable[[], bool],
     ) -> None:
-        """Handle one subject's claimed events in order, each within the claim's lease.
+        """Handle one subject's claimed events in order, each call within ``ack_wait``
+        from its start, once a slot is free.
 
-        A handler still running at ``deadline`` is cancelled and its event put back
-        for a later attempt, because another consumer may claim it once the lease
-        has run out. NOTE: work the handler runs in a thread goes on after the
-        cancel, so only the subscriber's inbox keeps its effect to one.
+        A handler still running after ``ack_wait`` is cancelled and its event put
+        back for a later attempt. NOTE: work the handler runs in a thread goes on
+        after the cancel, so only the subscriber's inbox keeps its effect to one.
         """
-        for item in items:
-            failure: DeliveryFailure | None = None
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await handler(item.event)
-            except DeliveryFailure as exc:
-                failure = exc
-            except TimeoutError:
-                failure = RetryLater(
-                    f"the handler did not finish within {subscription.ack_wait_seconds} s"
-                )
-            except Exception as exc:
-                log.exception(
-                    "Subscriber %s failed on event %s.", subscription.name, item.event.id
-                )
-                failure = RetryLater(f"the handler failed: {exc!r}")
+        for index, item in enumerate(items):
+            async with slots:
+                stopped = stopping()
+                if not stopped:
+                    failure = await self._call(subscription, handler, item)
+            if stopped:
+                await self._give_back(items[index:], in_hand)
+                return
             await asyncio.to_thread(self._record, subscription, item, failure)
+            in_hand.pop(item.delivery_id, None)
             if failure is not None:
                 # The rest of this subject waits behind the failed event, unattempted.
-                rest = items[items.index(item) + 1 :]
-                await asyncio.to_thread(self._release, rest)
+                await self._give_back(items[index + 1 :], in_hand)
                 return
+
+    async def _give_back(
+        self, items: list[ClaimedEvent], in_hand: dict[int, ClaimedEvent]
+    ) -> None:
+        await asyncio.to_thread(self._release, items)
+        for item in items:
+            in_hand.pop(item.delivery_id, None)
+
+    async def _call(
+        self,
+        subscription: Subscription,
+        handler: Handler,
+        item: ClaimedEvent,
+    ) -> DeliveryFailure | None:
+        """Run the handler on one event; return its failure, or None on success."""
+        try:
+            async with asyncio.timeout(subscription.ack_wait_seconds):
+                await handler(item.event)
+        except DeliveryFailure as exc:
+            return exc
+        except TimeoutError:
+            return RetryLater(
+                f"the handler did not finish within {subscription.ack_wait_seconds} s"
+            )
+        except Exception as exc:
+            log.exception("Subscriber %s failed on event %s.", subscription.name, item.event.id)
+            return RetryLater(f"the handler failed: {exc!r}")
+        return None
 
     def _claim(self, subscription: Subscription) -> list[ClaimedEvent]:
         return self._database.write(
@@ -231,6 +297,9 @@ def claim_events(
     lease = now + timedelta(seconds=subscription.ack_wait_seconds)
     claimed = []
     for delivery, envelope in rows:
+        if delivery.status == IN_FLIGHT and delivery.attempts >= subscription.max_deliveries:
+            _dead_letter_abandoned(session, subscription, delivery, Event.model_validate(envelope))
+            continue
         delivery.status = IN_FLIGHT
         delivery.lease_owner = owner
         delivery.lease_expires_at = lease
@@ -239,6 +308,22 @@ def claim_events(
             ClaimedEvent(delivery.id, delivery.attempts, Event.model_validate(envelope))
         )
     return claimed
+
+
+def renew_leases(
+    session: Session, items: Sequence[ClaimedEvent], owner: str, subscription: Subscription
+) -> None:
+    """Extend by ``ack_wait`` from now the leases of ``items`` that ``owner`` holds."""
+    lease = utc_now() + timedelta(seconds=subscription.ack_wait_seconds)
+    session.execute(
+        update(EventDelivery)
+        .where(
+            EventDelivery.id.in_([item.delivery_id for item in items]),
+            EventDelivery.status == IN_FLIGHT,
+            EventDelivery.lease_owner == owner,
+        )
+        .values(lease_expires_at=lease)
+    )
 
 
 def record_outcome(
@@ -261,10 +346,23 @@ def record_outcome(
     retry = isinstance(failure, RetryLater) and item.attempts < subscription.max_deliveries
     if retry:
         delay = getattr(failure, "retry_after", None) or subscription.redeliver_after_seconds
+        delay = min(delay, MAX_REDELIVER_DELAY_SECONDS)
         delivery.status = PENDING
         delivery.next_attempt_at = now + timedelta(seconds=delay)
         return
     delivery.status, delivery.finished_at = DEAD, now
+    _dead_letter(session, subscription, item, failure)
+
+
+def _dead_letter_abandoned(
+    session: Session, subscription: Subscription, delivery: EventDelivery, event: Event
+) -> None:
+    """Dead-letter a delivery whose last allowed attempt never finished."""
+    delivery.status, delivery.finished_at = DEAD, utc_now()
+    delivery.lease_owner = None
+    delivery.lease_expires_at = None
+    failure = RetryLater("the worker stopped or was killed during the last allowed delivery")
+    item = ClaimedEvent(delivery.id, delivery.attempts, event)
     _dead_letter(session, subscription, item, failure)
 
 

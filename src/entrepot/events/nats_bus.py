@@ -20,7 +20,8 @@ make the second copy have no effect.
 Subscribing. Each `Subscription` is one durable pull consumer with explicit
 acks, ``ack_wait`` and ``max_deliver`` from the subscription. Handling runs in
 one lane per event subject: the events of one subject are handled one at a
-time in stream order, and lanes of different subjects run concurrently.
+time in stream order, and lanes of different subjects run concurrently, at most
+the subscription's ``max_concurrency`` at a time.
 While an event waits in its lane, or its handler runs, the subscriber sends
 in-progress acks so the server does not redeliver it. A handler gets
 ``ack_wait_seconds`` to finish, and running out of time counts as `RetryLater`.
@@ -87,7 +88,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from pydantic import ValidationError
 
-from entrepot.events.bus import Handler, Subscription
+from entrepot.events.bus import MAX_REDELIVER_DELAY_SECONDS, Handler, Subscription
 from entrepot.events.envelope import Event
 from entrepot.spokes.failures import NothingToDo, PermanentFailure, RetryLater
 
@@ -471,6 +472,7 @@ class _SubscriberRun:
         self.pull: JetStreamContext.PullSubscription | None = None
         self.fetch_wait_seconds = 1.0
         self.heartbeat_seconds = max(0.2, subscription.ack_wait_seconds / 3)
+        self.slots = asyncio.Semaphore(subscription.max_concurrency or bus.max_in_hand)
         self.resend_any = f"{bus.subject_prefix}.{RESEND_TOKEN}."
         self.resend_own = f"{bus.resend_prefix(subscription.name)}."
 
@@ -602,6 +604,14 @@ class _SubscriberRun:
             self.lanes.pop(lane.subject, None)
 
     async def _handle(self, lane: _Lane, delivery: _Delivery) -> None:
+        """Handle one delivery once a slot is free; put it back if stopping by then."""
+        async with self.slots:
+            if self.stopping():
+                lane.pending.insert(0, delivery)
+                return
+            await self._handle_now(lane, delivery)
+
+    async def _handle_now(self, lane: _Lane, delivery: _Delivery) -> None:
         subscription = self.subscription
         msg, event = delivery.msg, delivery.event
         delay = subscription.redeliver_after_seconds
@@ -639,6 +649,7 @@ class _SubscriberRun:
             reason = f"failed on all {attempt} deliveries; the last failure: {reason}"
             await self._dead_letter(msg, event, reason, remedy=None)
             return
+        delay = min(delay, MAX_REDELIVER_DELAY_SECONDS)
         log.info(
             "Subscriber %s redelivers event %s of %s in %.1f s (delivery %d of %d): %s",
             subscription.name,

@@ -49,8 +49,7 @@ SIGNATURE_SCHEME = "v1"
 DEFAULT_TOLERANCE_SECONDS = 300.0
 # The maximum number of characters of a rejection's response body kept in its reason.
 BODY_EXCERPT_CHARS = 200
-# Time a delivery may take beyond the request timeout before its lease runs out:
-# waiting for the rate limit and for a free request slot.
+# Time a handler call may take beyond the request timeout: waiting for the rate limit.
 LEASE_MARGIN_SECONDS = 30.0
 
 
@@ -94,7 +93,8 @@ def verify_signature(
     expected = _digest(secret, stamp, raw)
     for part in header.split(","):
         scheme, _, value = part.strip().partition("=")
-        if scheme == SIGNATURE_SCHEME and hmac.compare_digest(value, expected):
+        # As bytes, because compare_digest raises on a str that is not ASCII.
+        if scheme == SIGNATURE_SCHEME and hmac.compare_digest(value.encode(), expected.encode()):
             return True
     return False
 
@@ -113,6 +113,7 @@ def webhook_subscription(name: str, settings: EventSubscriberSettings) -> Subscr
         redeliver_after_seconds=settings.redeliver_after_seconds,
         ack_wait_seconds=settings.ack_wait_seconds
         or settings.timeout_seconds + LEASE_MARGIN_SECONDS,
+        max_concurrency=settings.max_concurrency,
     )
 
 
@@ -120,11 +121,11 @@ class WebhookSubscriber:
     """The `Handler` of one webhook subscriber: signs and POSTs each event to it.
 
     Requests keep to the subscriber's budget within this process:
-    ``requests_per_second`` and ``max_concurrency`` requests at a time.
-    NOTE: the bus may hand over more events at once than ``max_concurrency``, and
-    an event waiting for a free slot uses up its lease (``ack_wait_seconds``). An
-    event whose lease runs out may go to another worker as well, so the
-    subscriber must drop repeats by ``X-Entrepot-Event-Id``.
+    ``requests_per_second`` and ``max_concurrency`` requests at a time. The bus
+    starts at most ``max_concurrency`` calls at a time and keeps the leases of the
+    events waiting for one, so that waiting costs no attempt. An event whose
+    worker dies may go to another worker as well, so the subscriber must drop
+    repeats by ``X-Entrepot-Event-Id``.
     """
 
     def __init__(
