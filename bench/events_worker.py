@@ -31,7 +31,7 @@ from entrepot.events.nats_bus import NatsBus
 from entrepot.events.outbox import append
 from entrepot.events.relay import OutboxRelay
 from entrepot.store.database import Database
-from entrepot.store.notify import OUTBOX, NotificationListener
+from entrepot.store.notify import EVENT_DELIVERIES, OUTBOX, NotificationListener
 
 SUBSCRIBER = "bench-state"
 STATE_TABLE = "bench_subject_state"
@@ -120,14 +120,17 @@ async def run_worker(options: argparse.Namespace) -> None:
         await asyncio.to_thread(apply_event, database, event)
 
     runs = [bus.run_subscriber(subscription, handle, stopping.is_set)]
+    relay = OutboxRelay(database, bus, poll_interval=RELAY_INTERVAL_SECONDS)
     if options.relay:
-        relay = OutboxRelay(database, bus, poll_interval=RELAY_INTERVAL_SECONDS)
         runs.append(relay.run(stopping))
-        # As in `entrepot run`: on PostgreSQL the outbox trigger's NOTIFY wakes the relay.
-        if database.is_postgresql:
-            listener = NotificationListener(database.engine)
-            listener.on(OUTBOX, lambda _payload: relay.wake.set())
-            runs.append(listener.run(stopping))
+    # As in `entrepot run`: on PostgreSQL the outbox trigger's NOTIFY wakes the relay,
+    # and the event deliveries' trigger wakes the subscribers of the database bus.
+    if database.is_postgresql:
+        listener = NotificationListener(database.engine)
+        listener.on(OUTBOX, lambda _payload: relay.wake.set())
+        if isinstance(bus, DatabaseBus):
+            listener.on(EVENT_DELIVERIES, lambda _payload: bus.wake())
+        runs.append(listener.run(stopping))
     await asyncio.to_thread(Path(options.ready_file).touch)
     try:
         await asyncio.gather(*runs)

@@ -83,3 +83,28 @@ def test_unopenable_store_is_clear_error(tmp_path: Path) -> None:
         "database file; check --data-dir or [store] url."
     )
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_store_command_closes_its_connections(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine, text
+
+    from tests.stores import postgres_database
+
+    with postgres_database() as url:
+        config = tmp_path / "entrepot.toml"
+        config.write_text(f'[store]\nurl = "{url}"\n')
+        upgraded = runner.invoke(app, ["db", "upgrade", "--config", str(config)])
+        listed = runner.invoke(app, ["orders", "list", "--config", str(config)])
+        watcher = create_engine(url)
+        with watcher.connect() as connection:
+            others = connection.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ).scalar_one()
+        watcher.dispose()
+
+    assert upgraded.exit_code == 0, upgraded.output
+    assert listed.exit_code == 0, listed.output
+    assert others == 0

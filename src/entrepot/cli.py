@@ -313,7 +313,23 @@ def _runtime_database(config: Path | None, data_dir: Path | None) -> Any:
     with _store_opening(settings):
         database = Database(url)
         upgrade_to_head(database)
+    _open_stores.append(database)
     return database
+
+
+# The stores that commands opened. They are closed when the command ends, so that
+# PostgreSQL records their sessions as ended, not as lost.
+_open_stores: list[Any] = []
+
+
+@app.callback()
+def _close_stores_at_end(context: typer.Context) -> None:
+    context.call_on_close(_close_stores)
+
+
+def _close_stores() -> None:
+    while _open_stores:
+        _open_stores.pop().dispose()
 
 
 @orders_app.command("list")

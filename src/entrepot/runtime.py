@@ -60,6 +60,7 @@ class Runtime:
             self.listener.on(notify.DELIVERIES, self._notify_targets)
             self.listener.on(notify.PUSHES, lambda _payload: self.notify_pushes())
             self.listener.on(notify.OUTBOX, lambda _payload: self._notify_relay())
+            self.listener.on(notify.EVENT_DELIVERIES, lambda _payload: self._notify_subscribers())
 
     def notify_receipt(self) -> None:
         """Wake the intake worker of this process, if it runs here."""
@@ -77,6 +78,10 @@ class Runtime:
     def _notify_relay(self) -> None:
         if self.events is not None:
             self.events.wake_relay()
+
+    def _notify_subscribers(self) -> None:
+        if self.events is not None:
+            self.events.wake_subscribers()
 
     def _notify_targets(self, target: str | None) -> None:
         """Wake the worker of ``target``, or of every target when None."""

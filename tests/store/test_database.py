@@ -53,7 +53,7 @@ def test_db_upgrade_creates_postgresql_schema(tmp_path: Path, postgres_url: str)
     assert result.exit_code == 0, result.output
     assert "Store is up to date." in result.output
     assert {"receipts", "deliveries", "erp_links", "outbox_events"} <= tables
-    assert versions == ["0005"]
+    assert versions == ["0006"]
 
 
 @pytest.mark.parametrize(

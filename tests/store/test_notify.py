@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from functools import partial
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from entrepot.events.envelope import Event
@@ -16,7 +16,7 @@ from entrepot.events.outbox import append
 from entrepot.store import deliveries, notify, pushes
 from entrepot.store.database import Database
 from entrepot.store.migrate import upgrade_to_head
-from entrepot.store.tables import Order, Receipt
+from entrepot.store.tables import EventDelivery, Order, OutboxEvent, Receipt
 
 SHOP = "acme-fasteners.myshopify.com"
 Notifications = asyncio.Queue[tuple[str, str | None]]
@@ -83,6 +83,21 @@ def _add_receipt(session: Session, webhook_id: str) -> Receipt:
     return receipt
 
 
+def _add_event_delivery(session: Session, event: Event) -> None:
+    outbox_id = session.scalars(
+        select(OutboxEvent.id).where(OutboxEvent.event_id == event.id)
+    ).one()
+    session.add(
+        EventDelivery(
+            subscriber="warehouse-app",
+            outbox_id=outbox_id,
+            subject=event.subject,
+            status="pending",
+            attempts=0,
+        )
+    )
+
+
 async def test_new_work_notifies_its_channel(
     database: Database, notifications: Notifications
 ) -> None:
@@ -102,11 +117,14 @@ async def test_new_work_notifies_its_channel(
     event = Event(type="order.accepted", subject="order/shopify/5001", data={})
     await asyncio.to_thread(database.write, lambda s: append(s, event))
     outbox = await _next(notifications)
+    await asyncio.to_thread(database.write, lambda s: _add_event_delivery(s, event))
+    event_delivery = await _next(notifications)
 
     assert receipt == (notify.RECEIPTS, "")
     assert delivery == (notify.DELIVERIES, "erp-east")
     assert push == (notify.PUSHES, "")
     assert outbox == (notify.OUTBOX, "")
+    assert event_delivery == (notify.EVENT_DELIVERIES, "warehouse-app")
 
 
 async def test_one_notification_per_transaction(

@@ -78,6 +78,10 @@ class DatabaseBus:
         await asyncio.to_thread(self._database.write, lambda s: _fan_out(s, events))
         self._wake.set()
 
+    def wake(self) -> None:
+        """Make the subscribers of this bus claim now instead of at their next poll."""
+        self._wake.set()
+
     async def register(self, subscription: Subscription) -> None:
         """Record the subscription, so publishing fans events out to it from now on."""
         await asyncio.to_thread(self._database.write, lambda s: _register(s, subscription))

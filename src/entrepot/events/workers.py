@@ -62,6 +62,11 @@ class EventWorkers:
         """Make the relay look for new events now instead of at its next poll."""
         self.relay.wake.set()
 
+    def wake_subscribers(self) -> None:
+        """Make the subscribers of the database bus claim now. NATS delivers on its own."""
+        if isinstance(self.bus, DatabaseBus):
+            self.bus.wake()
+
     async def run(self, stopping: asyncio.Event) -> None:
         """Run until ``stopping`` is set, then close the bus and the subscribers' clients."""
         try:

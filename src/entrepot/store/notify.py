@@ -1,10 +1,11 @@
 """Wake the workers of every process that shares a PostgreSQL store.
 
-Triggers in the store (migration 0004) send a NOTIFY when a transaction that
-wrote new work commits: a receipt, a delivery, a channel push or an outbox
-event. `NotificationListener` LISTENs on its own connection and calls the
-handlers registered for each channel, which set the wake events of the workers
-in this process. A worker then claims at once instead of at its next poll.
+Triggers in the store (migrations 0004 and 0006) send a NOTIFY when a
+transaction that wrote new work commits: a receipt, a delivery, a channel push,
+an outbox event or an event delivery. `NotificationListener` LISTENs on its own
+connection and calls the handlers registered for each channel, which set the
+wake events of the workers in this process. A worker then claims at once
+instead of at its next poll.
 
 Notifications only shorten the wait. Polling stays the way work is found, so a
 notification lost while the listener reconnects delays work by one poll interval
@@ -25,12 +26,13 @@ from sqlalchemy import Engine
 
 log = logging.getLogger(__name__)
 
-# The channels the triggers of migration 0004 notify.
+# The channels the triggers of migrations 0004 and 0006 notify.
 RECEIPTS = "entrepot_receipts"
 DELIVERIES = "entrepot_deliveries"  # the payload is the delivery's target
 PUSHES = "entrepot_pushes"
 OUTBOX = "entrepot_outbox"
-CHANNELS = (RECEIPTS, DELIVERIES, PUSHES, OUTBOX)
+EVENT_DELIVERIES = "entrepot_event_deliveries"  # the payload is the subscriber
+CHANNELS = (RECEIPTS, DELIVERIES, PUSHES, OUTBOX, EVENT_DELIVERIES)
 
 RECONNECT_SECONDS = 1.0
 
