@@ -17,8 +17,6 @@ from entrepot.events.envelope import Event, order_subject
 from entrepot.store.tables import Order, OutboxEvent
 from entrepot.store.types import utc_now
 
-ORDER_SCHEMA_VERSION = 1
-
 
 def append(session: Session, event: Event) -> OutboxEvent:
     """Add ``event`` to the outbox in the session's transaction."""
@@ -58,6 +56,7 @@ def order_event(
         "erp_id": order.erp_id,
         "detail": detail,
         "order": order.canonical,
+        "total": ((order.canonical or {}).get("totals") or {}).get("total"),
         **(extra or {}),
     }
     version = order.source_updated_at.isoformat() if order.source_updated_at else None
@@ -67,7 +66,6 @@ def order_event(
         data=data,
         correlationid=correlation_id or order.correlation_id,
         causationid=order.correlation_id,
-        schemaversion=ORDER_SCHEMA_VERSION,
         sourceversion=version,
     )
 
