@@ -115,8 +115,12 @@ def _settled(database: Database, subscriber: str) -> Callable[[], Awaitable[bool
     return settled
 
 
-async def publish(database: Database, subscription: Subscription, events: list[Event]) -> None:
-    """Register ``subscription`` and fan ``events`` out to it, as the relay would."""
+async def publish(
+    database: Database, subscription: Subscription, events: list[Event], *, register: bool = True
+) -> None:
+    """Register ``subscription`` when ``register`` is true, then fan ``events`` out to
+    the registered subscribers, as the relay would."""
     bus = DatabaseBus(database, owner="test")
-    await bus.register(subscription)
+    if register:
+        await bus.register(subscription)
     await bus.publish(events)

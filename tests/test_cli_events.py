@@ -253,3 +253,43 @@ async def test_event_dlq_commands(tmp_path: Path) -> None:
     assert "retried" in table.output
     assert "discarded" in table.output
     assert json.loads(still_open.output) == []
+
+
+async def test_unsubscribe_stops_new_deliveries(tmp_path: Path) -> None:
+    database = store_in(tmp_path)
+    first = write_order_events(database, (1001,))
+    await publish(database, FEED, first)
+    base = ["--data-dir", str(tmp_path)]
+    feed_config = tmp_path / "feed.toml"
+    feed_config.write_text(
+        '[events.subscribers.feed]\nurl = "http://127.0.0.1:9/events"\nsecret = "s"\n'
+        'types = ["order.accepted"]\n'
+    )
+
+    listed = runner.invoke(app, ["events", "subscribers", "--json", *base])
+    still_configured = runner.invoke(
+        app, ["events", "unsubscribe", "feed", "--config", str(feed_config), *base]
+    )
+    removed = runner.invoke(app, ["events", "unsubscribe", "feed", "--by", "ops", *base])
+    again = runner.invoke(app, ["events", "unsubscribe", "feed", *base])
+    later = write_order_events(database, (1002,))
+    await publish(database, FEED, later, register=False)
+
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.output) == [
+        {
+            "name": "feed",
+            "types": sorted(ORDER_TYPES),
+            "configured": False,
+            "deliveries": {"pending": 3},
+        }
+    ]
+    assert still_configured.exit_code == 1
+    assert "is still in [events.subscribers]" in " ".join(still_configured.output.split())
+    assert removed.exit_code == 0, removed.output
+    assert "Subscriber feed unsubscribed by ops: 3 pending deliveries deleted." in " ".join(
+        removed.output.split()
+    )
+    assert again.exit_code == 1
+    assert "Subscriber 'feed' is not registered with the database bus." in again.output
+    assert _deliveries(database, "feed") == {}

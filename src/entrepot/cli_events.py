@@ -51,6 +51,9 @@ EventDeadLetterIdArgument = Annotated[
     int, typer.Argument(help="Event dead letter id.", min=1, max=MAX_ID)
 ]
 
+# The statuses of event deliveries, in the order the subscribers table shows them.
+DELIVERY_STATUSES = ("pending", "in_flight", "done", "dead")
+
 # Events put back per write transaction, and per step of the progress bar.
 REPLAY_BATCH = 200
 
@@ -242,6 +245,78 @@ def _progress() -> Progress:
         MofNCompleteColumn(),
         TextColumn("events"),
         console=console,
+    )
+
+
+@events_app.command("subscribers")
+def subscribers(
+    as_json: JsonOption = False,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """List the subscribers registered with the database bus and their deliveries."""
+    from entrepot.events.subscriptions import registered
+
+    database = _runtime_database(config, data_dir)
+    configured = set(_settings(config, data_dir).events.subscribers)
+    with database.read() as session:
+        found = registered(session)
+    if as_json:
+        views = [
+            {
+                "name": item.name,
+                "types": list(item.types),
+                "configured": item.name in configured,
+                "deliveries": item.deliveries,
+            }
+            for item in found
+        ]
+        console.print_json(json.dumps(views))
+        return
+    table = _table("name", "configured", "types", "pending", "in flight", "done", "dead")
+    for item in found:
+        counts = [str(item.deliveries.get(status, 0)) for status in DELIVERY_STATUSES]
+        table.add_row(
+            item.name, "yes" if item.name in configured else "no", ", ".join(item.types), *counts
+        )
+    console.print(table)
+
+
+@events_app.command("unsubscribe")
+def unsubscribe(
+    name: Annotated[str, typer.Argument(help="Subscriber to remove from the database bus.")],
+    by: ByOption = None,
+    config: ConfigOption = None,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Stop queueing events for a subscriber that was removed from the configuration.
+
+    Its pending deliveries are deleted. Deliveries in flight finish, and its
+    dead letters stay. A worker whose configuration still names it registers it
+    again when it starts.
+    """
+    from entrepot.events.subscriptions import SubscriberNotFoundError
+    from entrepot.events.subscriptions import unsubscribe as remove
+
+    operator = operator_name(by)
+    if name in _settings(config, data_dir).events.subscribers:
+        _fail(
+            f"Subscriber {name!r} is still in [events.subscribers]; remove it there and "
+            "restart the workers first, or they register it again."
+        )
+    database = _runtime_database(config, data_dir)
+    try:
+        removed = database.write(lambda session: remove(session, name))
+    except SubscriberNotFoundError as exc:
+        _fail(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
+    log.info(
+        "Subscriber %s unsubscribed by %s; %d pending deliveries deleted.",
+        name,
+        operator,
+        removed,
+    )
+    console.print(
+        f"Subscriber {name} unsubscribed by {operator}: {removed} pending deliveries deleted."
     )
 
 
