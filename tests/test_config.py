@@ -205,3 +205,44 @@ def test_long_subscriber_name_accepted() -> None:
     settings = load_settings(events={"subscribers": {"a" * 120: GOOD_SUBSCRIBER}})
 
     assert list(settings.events.subscribers) == ["a" * 120]
+
+
+@pytest.mark.parametrize(
+    "url", ["nats://", "redis://127.0.0.1:6379", "nats://127.0.0.1:4222,", "127.0.0.1:4222"]
+)
+def test_bad_bus_url_rejected(url: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        load_settings(events={"bus_url": url})
+
+    [error] = raised.value.errors()
+    assert error["loc"] == ("events", "bus_url")
+    assert "is not a bus entrepot knows" in error["msg"]
+
+
+def test_bus_url_password_not_in_error() -> None:
+    with pytest.raises(ValidationError) as raised:
+        load_settings(events={"bus_url": "nats://user:s3cret@/"})
+
+    assert "s3cret" not in str(raised.value.errors()[0]["msg"])
+
+
+def test_server_list_bus_url_accepted() -> None:
+    url = "nats://127.0.0.1:4222, tls://127.0.0.1:4223"
+
+    assert load_settings(events={"bus_url": url}).events.bus_url == url
+
+
+def test_ack_wait_must_cover_rate_limit_wait() -> None:
+    subscriber = GOOD_SUBSCRIBER | {
+        "requests_per_second": 0.25,
+        "max_concurrency": 10,
+        "timeout_seconds": 1,
+        "ack_wait_seconds": 31,
+    }
+    with pytest.raises(ValidationError) as raised:
+        load_settings(events={"subscribers": {"feed": subscriber}})
+
+    assert (
+        "must be longer than timeout_seconds plus max_concurrency / requests_per_second (41)"
+        in (raised.value.errors()[0]["msg"])
+    )

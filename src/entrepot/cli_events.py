@@ -386,10 +386,11 @@ def dlq_retry(
     from entrepot.events.dead_letters import retry_event_dead_letter
     from entrepot.events.resend import opened_resend
 
-    bus_url = _settings(config, data_dir).events.bus_url
+    events = _settings(config, data_dir).events
+    configured = frozenset(events.subscribers)
 
     def resend_and_retry(database: Any, letter_id: int, operator: str) -> Any:
-        with opened_resend(bus_url) as resend:
+        with opened_resend(events.bus_url, configured) as resend:
             return retry_event_dead_letter(database, letter_id, operator, resend)
 
     _act(resend_and_retry, dead_letter_id, by, config, data_dir, "retried")
@@ -420,13 +421,18 @@ def _act(
         EventDeadLetterClosedError,
         EventDeadLetterNotFoundError,
     )
+    from entrepot.events.resend import SubscriberNotConfiguredError
     from entrepot.spokes.failures import DeliveryFailure
 
     database = _runtime_database(config, data_dir)
     operator = operator_name(by)
     try:
         letter = operation(database, dead_letter_id, operator)
-    except (EventDeadLetterNotFoundError, EventDeadLetterClosedError) as exc:
+    except (
+        EventDeadLetterNotFoundError,
+        EventDeadLetterClosedError,
+        SubscriberNotConfiguredError,
+    ) as exc:
         _fail(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
     except DeliveryFailure as failure:
         _fail(f"The event bus is unavailable: {failure.reason}.")

@@ -249,9 +249,15 @@ class EventSubscriberSettings(Section):
     timeout_seconds: float = Field(default=10.0, gt=0, le=3600)
     max_deliveries: int = Field(default=8, ge=1, le=1000)
     redeliver_after_seconds: float = Field(default=2.0, gt=0, le=3600)
-    # Seconds one call may take, counted from the start of its request, before the
-    # event is taken for lost. None means timeout_seconds plus 30 s.
+    # Seconds one call may take, from its start, before the event is taken for lost:
+    # the wait for the rate limit, then the request. None means pacing_seconds plus
+    # timeout_seconds plus 30 s.
     ack_wait_seconds: float | None = Field(default=None, gt=0, le=86_400)
+
+    @property
+    def pacing_seconds(self) -> float:
+        """Return the longest wait of one call for the rate limit, with every slot busy."""
+        return self.max_concurrency / self.requests_per_second
 
     @field_validator("url")
     @classmethod
@@ -281,11 +287,13 @@ class EventSubscriberSettings(Section):
 
     @model_validator(mode="after")
     def _ack_wait_covers_timeout(self) -> EventSubscriberSettings:
-        if self.ack_wait_seconds is not None and self.ack_wait_seconds <= self.timeout_seconds:
+        needed = self.timeout_seconds + self.pacing_seconds
+        if self.ack_wait_seconds is not None and self.ack_wait_seconds <= needed:
             raise ValueError(
                 f"ack_wait_seconds ({self.ack_wait_seconds}) must be longer than "
-                f"timeout_seconds ({self.timeout_seconds}), or a slow request would be "
-                "taken over while it still runs"
+                f"timeout_seconds plus max_concurrency / requests_per_second ({needed:g}), "
+                "or a call that waits for the rate limit, then for a slow request, would "
+                "be taken for lost while it still runs"
             )
         return self
 
@@ -318,11 +326,17 @@ class EventSettings(Section):
     @field_validator("bus_url")
     @classmethod
     def _known_bus(cls, url: str) -> str:
-        if url and not url.startswith("nats://"):
-            raise ValueError(
-                f"bus_url {url!r} is not a bus entrepot knows; use nats://host:port, or "
-                "leave it empty to keep the bus in the store's database"
-            )
+        if not url:
+            return url
+        for server in url.split(","):
+            parts = urlsplit(server.strip())
+            if parts.scheme not in ("nats", "tls") or not parts.hostname:
+                shown = re.sub(r"//[^/@,]*@", "//***@", url)
+                raise ValueError(
+                    f"bus_url {shown!r} is not a bus entrepot knows; use nats://host:port "
+                    "(several separated by commas), or leave it empty to keep the bus in "
+                    "the store's database"
+                )
         return url
 
 

@@ -18,7 +18,13 @@ import pytest
 from nats.js.api import RawStreamMsg
 
 from entrepot.events.bus import Handler, Subscription
-from entrepot.events.envelope import ORDER_ACCEPTED, ORDER_CANCELLED, ORDER_RECEIVED, Event
+from entrepot.events.envelope import (
+    INVOICE_POSTED,
+    ORDER_ACCEPTED,
+    ORDER_CANCELLED,
+    ORDER_RECEIVED,
+    Event,
+)
 from entrepot.events.nats_bus import (
     DEAD_DELIVERIES_HEADER,
     DEAD_REASON_HEADER,
@@ -408,3 +414,59 @@ async def test_shared_server_round_trip() -> None:
         for stream in (bus.stream, bus.dead_stream):
             await js.delete_stream(stream)
         await bus.close()
+
+
+# Processes of one subscription with different types
+
+
+async def mixed_types_handled(url: str) -> tuple[list[str], list[str]]:
+    """Run two processes of one subscription, the second taking one more type, and
+    publish events of both types; return the types each handled. The first may
+    handle events of the second's type too, so that none is lost."""
+    bus = new_bus(url)
+    await bus.connect()
+    narrow = subscription("mixed")
+    wide = Subscription(
+        name="mixed",
+        types=narrow.types | {INVOICE_POSTED},
+        redeliver_after_seconds=0.05,
+        ack_wait_seconds=5.0,
+    )
+    handled: dict[str, list[str]] = {"narrow": [], "wide": []}
+
+    def recording(name: str) -> Handler:
+        async def handle(event: Event) -> None:
+            handled[name].append(event.type)
+
+        return handle
+
+    first = Subscriber(bus, narrow, recording("narrow"))
+    await asyncio.sleep(0.3)
+    second_bus = NatsBus(
+        url, stream=bus.stream, subject_prefix=bus.subject_prefix, reconnect_wait_seconds=0.2
+    )
+    await second_bus.connect()
+    second = Subscriber(second_bus, wide, recording("wide"))
+    await asyncio.sleep(0.3)
+    invoices = [order_event(n, event_type=INVOICE_POSTED) for n in range(6)]
+    await bus.publish([*invoices, order_event(9)])
+    await wait_until(
+        lambda: (
+            handled["narrow"].count(INVOICE_POSTED) + handled["wide"].count(INVOICE_POSTED) >= 6
+        ),
+        20,
+        "every invoice event",
+    )
+    await asyncio.sleep(0.5)
+    await first.finish()
+    await second.finish()
+    await second_bus.close()
+    await bus.close()
+    return handled["narrow"], handled["wide"]
+
+
+async def test_other_process_types_not_lost(running_server: NatsServer) -> None:
+    narrow, wide = await mixed_types_handled(running_server.url)
+
+    assert narrow.count(INVOICE_POSTED) + wide.count(INVOICE_POSTED) == 6
+    assert narrow.count(ORDER_RECEIVED) + wide.count(ORDER_RECEIVED) == 1

@@ -153,26 +153,16 @@ async def test_dead_letters_and_replay_from_cli(tmp_path: Path, nats_server: Nat
 async def test_retry_fails_bus_unreachable(tmp_path: Path) -> None:
     database = store_in(tmp_path / "data")
     [event, *_] = write_order_events(database, (1001,))
-    database.write(
-        lambda session: session.add(
-            EventDeadLetter(
-                subscriber="feed",
-                event_id=event.id,
-                subject=event.subject,
-                type=event.type,
-                envelope=event.model_dump(mode="json", exclude_none=True),
-                reason="refused",
-                attempts=1,
-                status="open",
-            )
-        )
-    )
+    database.write(lambda session: session.add(dead_letter_of(event, "feed")))
     config = tmp_path / "entrepot.toml"
     write_config(config, "nats://127.0.0.1:9", "http://127.0.0.1:9/events")
     base = ["--config", str(config), "--data-dir", str(tmp_path / "data")]
 
     retried = await cli("events", "dlq", "retry", "1", "--by", "alice", *base)
     replayed = await cli("replay", "--all-subscribers", "--by", "alice", *base)
+    missing = await cli("events", "dlq", "retry", "999", "--by", "alice", *base)
+    database.write(lambda session: session.add(dead_letter_of(event, "gone")))
+    unconfigured = await cli("events", "dlq", "retry", "2", "--by", "alice", *base)
 
     assert retried.exit_code == 1
     assert "The event bus is unavailable: NATS server at nats://127.0.0.1:9" in " ".join(
@@ -180,7 +170,26 @@ async def test_retry_fails_bus_unreachable(tmp_path: Path) -> None:
     )
     assert replayed.exit_code == 1
     assert "Replay stopped after 0 of 3 events" in " ".join(replayed.output.split())
-    assert [letter.status for letter in open_letters(database)] == ["open"]
+    assert missing.exit_code == 1
+    assert "Event dead letter 999 not found." in missing.output
+    assert unconfigured.exit_code == 1
+    assert "Subscriber 'gone' is not in [events.subscribers]" in " ".join(
+        unconfigured.output.split()
+    )
+    assert [letter.status for letter in open_letters(database)] == ["open", "open"]
+
+
+def dead_letter_of(event: Event, subscriber: str) -> EventDeadLetter:
+    return EventDeadLetter(
+        subscriber=subscriber,
+        event_id=event.id,
+        subject=event.subject,
+        type=event.type,
+        envelope=event.model_dump(mode="json", exclude_none=True),
+        reason="rejected",
+        attempts=1,
+        status="open",
+    )
 
 
 # The keeper

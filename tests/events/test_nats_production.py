@@ -14,6 +14,7 @@ from entrepot.events.bus import Subscription
 from entrepot.events.envelope import INVOICE_POSTED, ORDER_ACCEPTED, ORDER_RECEIVED, Event
 from entrepot.events.nats_bus import NatsBus
 from tests.events.natsserver import NatsServer, running_nats_server
+from tests.events.test_nats_bus import mixed_types_handled
 from tests.harness import wait_until
 
 pytestmark = pytest.mark.timeout(120)
@@ -140,3 +141,10 @@ async def test_killed_server_keeps_acknowledged_events(running: NatsServer) -> N
 
     assert stored.state.messages == 200
     assert handled == {event.id for event in events}
+
+
+async def test_other_process_types_not_lost(running: NatsServer) -> None:
+    narrow, wide = await mixed_types_handled(running.url)
+
+    assert narrow.count(INVOICE_POSTED) + wide.count(INVOICE_POSTED) == 6
+    assert narrow.count(ORDER_RECEIVED) + wide.count(ORDER_RECEIVED) == 1

@@ -19,7 +19,7 @@ from entrepot.events.dead_letters import (
     list_event_dead_letters,
     retry_event_dead_letter,
 )
-from entrepot.events.resend import opened_resend
+from entrepot.events.resend import SubscriberNotConfiguredError, opened_resend
 from entrepot.runtime import Runtime
 from entrepot.spokes.failures import DeliveryFailure
 from entrepot.store.database import Database
@@ -68,10 +68,11 @@ async def retry(
 ) -> dict[str, Any]:
     """Send the event again to its subscriber, with its attempts at 0."""
     runtime: Runtime = request.app.state.runtime
-    bus_url = runtime.settings.events.bus_url
+    events = runtime.settings.events
+    configured = frozenset(events.subscribers)
 
     def resend_and_retry(database: Database, letter_id: int, by: str) -> EventDeadLetter:
-        with opened_resend(bus_url) as resend:
+        with opened_resend(events.bus_url, configured) as resend:
             return retry_event_dead_letter(database, letter_id, by, resend)
 
     return await _act(resend_and_retry, request, dead_letter_id, action.by)
@@ -92,7 +93,7 @@ async def _act(
         letter = await run_in_threadpool(operation, runtime.database, dead_letter_id, by)
     except EventDeadLetterNotFoundError as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from exc
-    except EventDeadLetterClosedError as exc:
+    except (EventDeadLetterClosedError, SubscriberNotConfiguredError) as exc:
         raise HTTPException(status_code=409, detail=str(exc)) from exc
     except DeliveryFailure as failure:
         raise HTTPException(

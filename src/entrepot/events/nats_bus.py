@@ -74,6 +74,7 @@ import asyncio
 import bisect
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -86,6 +87,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
+from nats.js.errors import NoStreamResponseError
 from pydantic import ValidationError
 
 from entrepot.events.bus import MAX_REDELIVER_DELAY_SECONDS, Handler, Subscription
@@ -104,6 +106,9 @@ DEAD_DELIVERIES_HEADER = "Entrepot-Deliveries"
 # The first token after the prefix of the events sent again to one subscriber.
 # Percent-encoding never makes it, so no event type can take it.
 RESEND_TOKEN = "%resend"
+
+# Separates the subscriber's name from its event types in a consumer's description.
+TYPES_MARK = "; types: "
 
 # Attempts after the first one that connect() makes before it gives up.
 INITIAL_CONNECT_RETRIES = 2
@@ -202,6 +207,9 @@ class NatsBus:
         max_in_hand: int = 256,
     ) -> None:
         self.url = url
+        self.shown_url = redact_url(url)
+        self._closing = False
+        self._errors = 0
         self.stream = stream
         self.subject_prefix = subject_prefix
         self.dead_stream = f"{stream}_DEAD"
@@ -227,7 +235,7 @@ class NatsBus:
         """
         try:
             self._client = await nats.connect(
-                self.url,
+                servers_of(self.url),
                 name="entrepot",
                 connect_timeout=self.connect_timeout_seconds,
                 reconnect_time_wait=self.reconnect_wait_seconds,
@@ -237,14 +245,17 @@ class NatsBus:
                 reconnected_cb=self._on_reconnected,
             )
         except (nats.errors.NoServersError, OSError, TimeoutError) as error:
-            raise RetryLater(f"NATS server at {self.url} is unreachable: {error!r}") from error
+            raise RetryLater(
+                f"NATS server at {self.shown_url} is unreachable: {error!r}"
+            ) from error
         # nats-py uses one limit for the first connection and for reconnections,
         # and reads it at each attempt: once connected, reconnect without end.
         self._client.options["max_reconnect_attempts"] = -1
         self._js = self._client.jetstream(timeout=self.publish_timeout_seconds)
-        await self._ensure_streams()
+        await self.ensure_streams()
 
-    async def _ensure_streams(self) -> None:
+    async def ensure_streams(self) -> None:
+        """Create both streams, or update them to this bus's configuration."""
         await self._put_stream(
             StreamConfig(
                 name=self.stream,
@@ -285,6 +296,7 @@ class NatsBus:
     async def close(self) -> None:
         """Flush what is buffered and close the connection."""
         client, self._client, self._js = self._client, None, None
+        self._closing = True
         if client is not None and not client.is_closed:
             with contextlib.suppress(nats.errors.Error):
                 await client.drain()
@@ -297,13 +309,24 @@ class NatsBus:
         return self._js
 
     async def _on_error(self, error: Exception) -> None:
-        log.warning("NATS connection error on %s: %r", self.url, error)
+        # One warning per outage: nats-py reports each failed reconnection attempt.
+        self._errors += 1
+        if self._errors == 1:
+            log.warning("NATS connection error on %s: %r", self.shown_url, error)
+        else:
+            log.debug("NATS connection error on %s: %r", self.shown_url, error)
 
     async def _on_disconnected(self) -> None:
-        log.warning("Disconnected from NATS at %s; reconnecting", self.url)
+        if self._closing:
+            log.debug("Disconnected from NATS at %s.", self.shown_url)
+            return
+        log.warning("Disconnected from NATS at %s; reconnecting", self.shown_url)
 
     async def _on_reconnected(self) -> None:
-        log.info("Reconnected to NATS at %s", self.url)
+        log.info(
+            "Reconnected to NATS at %s after %d connection errors.", self.shown_url, self._errors
+        )
+        self._errors = 0
 
     # Publishing
 
@@ -353,9 +376,9 @@ class NatsBus:
     ) -> None:
         client = self._client
         if client is None or client.is_closed:
-            raise RetryLater(f"NATS connection to {self.url} is closed")
+            raise RetryLater(f"NATS connection to {self.shown_url} is closed")
         if client.is_reconnecting:
-            raise RetryLater(f"NATS server at {self.url} is unreachable; reconnecting")
+            raise RetryLater(f"NATS server at {self.shown_url} is unreachable; reconnecting")
         try:
             ack = await js.publish(
                 subject,
@@ -401,13 +424,19 @@ class NatsBus:
         run = _SubscriberRun(self, subscription, handler, stopping)
         await run.run()
 
-    def consumer_config(self, subscription: Subscription) -> ConsumerConfig:
-        """Build the configuration of the durable pull consumer of ``subscription``."""
-        filters = sorted(f"{self.subject_prefix}.{type_tokens(t)}.>" for t in subscription.types)
+    def consumer_config(
+        self, subscription: Subscription, types: frozenset[str] | None = None
+    ) -> ConsumerConfig:
+        """Build the configuration of the durable pull consumer of ``subscription``,
+        taking ``types`` (by default the subscription's). The description records
+        them, so that other processes of the subscription can read them."""
+        types = subscription.types if types is None else types
+        filters = sorted(f"{self.subject_prefix}.{type_tokens(t)}.>" for t in types)
         filters.append(f"{self.resend_prefix(subscription.name)}.>")
+        listed = ",".join(sorted(types))
         config = ConsumerConfig(
             durable_name=subscription.name,
-            description=f"entrepot subscriber {subscription.name}",
+            description=f"entrepot subscriber {subscription.name}{TYPES_MARK}{listed}",
             deliver_policy=DeliverPolicy.ALL,
             ack_policy=AckPolicy.EXPLICIT,
             ack_wait=subscription.ack_wait_seconds,
@@ -436,6 +465,16 @@ class NatsBus:
             f"{self.dead_prefix}.{subscription.name}.{type_tokens(event_type)}"
             f".{subject_tokens(subject)}"
         )
+
+
+def servers_of(url: str) -> list[str]:
+    """Split a ``bus_url`` into its servers: one URL, or several separated by commas."""
+    return [server.strip() for server in url.split(",") if server.strip()]
+
+
+def redact_url(url: str) -> str:
+    """Return ``url`` with any user name and password replaced by ``***``."""
+    return re.sub(r"//[^/@,]*@", "//***@", url)
 
 
 def check_subscription_name(name: str) -> None:
@@ -473,6 +512,13 @@ class _SubscriberRun:
         self.fetch_wait_seconds = 1.0
         self.heartbeat_seconds = max(0.2, subscription.ack_wait_seconds / 3)
         self.slots = asyncio.Semaphore(subscription.max_concurrency or bus.max_in_hand)
+        # Events in hand of this process. A stop or a crash costs each of them one
+        # delivery, so a subscriber with few slots keeps few.
+        self.in_hand_limit = bus.max_in_hand
+        if subscription.max_concurrency:
+            self.in_hand_limit = min(bus.max_in_hand, 2 * subscription.max_concurrency)
+        self.shared_types = subscription.types
+        self.warned_types: set[str] = set()
         self.resend_any = f"{bus.subject_prefix}.{RESEND_TOKEN}."
         self.resend_own = f"{bus.resend_prefix(subscription.name)}."
 
@@ -490,8 +536,11 @@ class _SubscriberRun:
             await self._shut_down(graceful=not cancelled)
 
     async def _bind(self) -> None:
+        """Create or update the consumer, taking the types that any process of the
+        subscription recorded on it as well as this process's."""
         js = self.bus.jetstream()
-        config = self.bus.consumer_config(self.subscription)
+        self.shared_types = self.subscription.types | await self._recorded_types()
+        config = self.bus.consumer_config(self.subscription, self.shared_types)
         try:
             await js.add_consumer(self.bus.stream, config)
         except nats.js.errors.BadRequestError as error:
@@ -502,10 +551,21 @@ class _SubscriberRun:
             ) from error
         self.pull = await js.pull_subscribe_bind(self.subscription.name, self.bus.stream)
 
+    async def _recorded_types(self) -> frozenset[str]:
+        """Return the event types recorded on the consumer, none if it does not exist."""
+        try:
+            info = await self.bus.jetstream().consumer_info(
+                self.bus.stream, self.subscription.name
+            )
+        except nats.js.errors.NotFoundError:
+            return frozenset()
+        _, mark, listed = (info.config.description or "").partition(TYPES_MARK)
+        return frozenset(filter(None, listed.split(","))) if mark else frozenset()
+
     async def _fetch_loop(self) -> None:
         failing = False
         while not self.stopping():
-            room = self.bus.max_in_hand - self._count_in_hand()
+            room = self.in_hand_limit - self._count_in_hand()
             if room <= 0:
                 self.room.clear()
                 with contextlib.suppress(TimeoutError):
@@ -513,7 +573,8 @@ class _SubscriberRun:
                 continue
             try:
                 msgs = await self._fetch(min(self.bus.fetch_batch, room))
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):
+                # No message within the wait: nats-py raises either kind.
                 continue
             except (nats.errors.Error, OSError) as error:
                 if not failing:
@@ -529,9 +590,10 @@ class _SubscriberRun:
             if failing:
                 log.info("Subscriber %s is fetching again", self.subscription.name)
                 failing = False
+            skipped: list[tuple[Msg, Event]] = []
             for msg in msgs:
                 try:
-                    self._dispatch(msg)
+                    self._dispatch(msg, skipped)
                 except Exception:
                     # The message stays unacknowledged, so the server redelivers it
                     # after ack_wait, and the other messages go on.
@@ -540,6 +602,8 @@ class _SubscriberRun:
                         self.subscription.name,
                         msg.reply,
                     )
+            if skipped:
+                await self._skip_all(skipped)
 
     async def _fetch(self, batch: int) -> list[Msg]:
         if self.pull is None:
@@ -551,14 +615,15 @@ class _SubscriberRun:
             # The consumer or its stream is gone (deleted by an operator, or a server
             # that lost its store): create both again on the next fetch.
             self.pull = None
-            await self.bus._ensure_streams()
+            await self.bus.ensure_streams()
             raise
 
     def _count_in_hand(self) -> int:
         return sum(len(lane.in_hand()) for lane in self.lanes.values()) + len(self.side_tasks)
 
-    def _dispatch(self, msg: Msg) -> None:
-        sequence = msg.metadata.sequence.stream
+    def _dispatch(self, msg: Msg, skipped: list[tuple[Msg, Event]]) -> None:
+        """Put the message in its subject's lane, or in ``skipped`` when this process
+        does not take its type."""
         if msg.subject.startswith(self.resend_any) and not msg.subject.startswith(self.resend_own):
             self._side_task(self._settle(msg.ack, msg, "ack"))
             return
@@ -569,13 +634,46 @@ class _SubscriberRun:
             self._side_task(self._dead_letter(msg, None, reason, remedy=None))
             return
         if event.type not in self.subscription.types:
-            self._side_task(self._settle(msg.ack, msg, "ack"))
+            skipped.append((msg, event))
             return
+        self._add_to_lane(msg, event)
+
+    def _add_to_lane(self, msg: Msg, event: Event) -> None:
         lane = self.lanes.get(event.subject)
         if lane is None:
             lane = self.lanes[event.subject] = _Lane(event.subject)
-        lane.add(_Delivery(sequence, msg, event))
+        lane.add(_Delivery(msg.metadata.sequence.stream, msg, event))
         self._start(lane)
+
+    async def _skip_all(self, skipped: list[tuple[Msg, Event]]) -> None:
+        """Settle events of types this process was not configured for.
+
+        The consumer records the types of every process of the subscription. An
+        event of a type that another process takes is handled here as well, because
+        the server gives it to whichever process pulls first and acknowledging it
+        unhandled would lose it. The recorded types are read again first when the
+        batch has a type not known to be shared: a process may have just started.
+        """
+        shared = self.shared_types
+        if any(event.type not in shared for _, event in skipped):
+            try:
+                shared = self.shared_types = self.subscription.types | await self._recorded_types()
+            except nats.errors.Error:
+                # Handle this batch rather than risk losing it for another process.
+                shared = shared | {event.type for _, event in skipped}
+        for msg, event in skipped:
+            if event.type not in shared:
+                self._side_task(self._settle(msg.ack, msg, "ack"))
+                continue
+            if event.type not in self.warned_types:
+                self.warned_types.add(event.type)
+                log.warning(
+                    "Subscriber %s handles %s events too, because another of its "
+                    "processes takes them. Give every process the same types.",
+                    self.subscription.name,
+                    event.type,
+                )
+            self._add_to_lane(msg, event)
 
     def _start(self, lane: _Lane) -> None:
         if lane.blocker is None and (lane.task is None or lane.task.done()):
@@ -710,6 +808,10 @@ class _SubscriberRun:
                 log.warning(
                     "Cannot store dead letter of stream sequence %d yet: %r", sequence, error
                 )
+                if isinstance(error, nats.errors.NoRespondersError | NoStreamResponseError):
+                    # The dead-letter stream is gone: create it again.
+                    with contextlib.suppress(nats.errors.Error):
+                        await self.bus.ensure_streams()
                 await asyncio.sleep(self.bus.reconnect_wait_seconds)
         log.warning(
             "Subscriber %s sent stream sequence %d (event %s) to %s: %s",
@@ -743,7 +845,10 @@ class _SubscriberRun:
                 log.exception("Subscriber %s heartbeat failed", self.subscription.name)
 
     async def _beat(self) -> None:
-        """Release overdue blocked lanes and send in-progress acks for what is in hand."""
+        """Release overdue blocked lanes, send in-progress acks for what is in hand, and
+        read again the types that the subscription's processes recorded."""
+        with contextlib.suppress(nats.errors.Error):
+            self.shared_types = self.subscription.types | await self._recorded_types()
         now = time.monotonic()
         for lane in list(self.lanes.values()):
             if lane.blocker is not None and now > lane.blocked_until:

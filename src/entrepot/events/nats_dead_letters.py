@@ -67,12 +67,15 @@ class NatsDeadLetterKeeper:
         while not stopping():
             try:
                 msgs = await self._fetch()
-            except nats.errors.TimeoutError:
+            except (nats.errors.TimeoutError, TimeoutError):
+                # No message within the wait: nats-py raises either kind.
                 continue
             except (nats.errors.Error, OSError) as error:
                 if not failing:
                     log.warning("Dead-letter keeper failed to fetch: %r. Retrying.", error)
                 failing = True
+                with contextlib.suppress(nats.errors.Error):
+                    await self._bus.ensure_streams()
                 await asyncio.sleep(self._bus.reconnect_wait_seconds)
                 continue
             failing = False

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 BATCH = 200
 GATHER_SECONDS = 0.02
+# During a run of failed publishes, one warning for every this many failures.
+FAILURES_PER_WARNING = 100
 
 
 class OutboxRelay:
@@ -34,15 +36,22 @@ class OutboxRelay:
 
     async def run(self, stopping: asyncio.Event) -> None:
         log.info("Outbox relay started.")
+        failures = 0
         while not stopping.is_set():
             try:
                 published = await self.relay_once()
             except DeliveryFailure as failure:
-                log.warning("Publishing events failed: %s; trying again.", failure.reason)
+                failures += 1
+                _log_failure(failures, failure.reason)
                 published = 0
             except Exception:
+                failures += 1
                 log.exception("Publishing events failed unexpectedly; trying again.")
                 published = 0
+            else:
+                if failures:
+                    log.info("Publishing events again after %d failed attempts.", failures)
+                failures = 0
             if published < BATCH:
                 await wait_for_work(self.wake, stopping, self._poll_interval)
                 # A wake comes with each commit that writes events; waiting a moment
@@ -65,3 +74,14 @@ class OutboxRelay:
     def _unpublished(self) -> list[tuple[int, dict[str, object]]]:
         with self._database.read() as session:
             return [(row.id, row.envelope) for row in unpublished(session, BATCH)]
+
+
+def _log_failure(failures: int, reason: str) -> None:
+    """Log a failed publish: the first of a run of failures, then every hundredth,
+    as a warning, so that an outage of the bus does not flood the log."""
+    if failures == 1 or failures % FAILURES_PER_WARNING == 0:
+        log.warning(
+            "Publishing events failed (%d times in a row): %s; trying again.", failures, reason
+        )
+    else:
+        log.debug("Publishing events failed again: %s", reason)

@@ -39,6 +39,18 @@ class Redelivery(StrEnum):
     PUBLISHED = "published"
 
 
+class SubscriberNotConfiguredError(LookupError):
+    """Raised when a NATS resend names a subscriber that no configuration runs: its
+    events would wait in its consumer with no process to take them."""
+
+    def __init__(self, subscriber: str) -> None:
+        super().__init__(
+            f"subscriber {subscriber!r} is not in [events.subscribers], so no worker "
+            "would take its events; configure it again first"
+        )
+        self.subscriber = subscriber
+
+
 class Resend(Protocol):
     def __call__(
         self, session: Session, subscriber: str, events: Sequence[OutboxEvent]
@@ -91,24 +103,23 @@ def put_back_one(session: Session, subscriber: str, event: OutboxEvent) -> Redel
 class NatsResend:
     """Resend on NATS: publish each event again on the subscriber's resend subject.
 
-    Use it as a context manager, which connects ``bus`` and keeps it open on an
-    event loop of its own, in a thread that runs no event loop. All the events it
-    sends share one key, so sending the same event to the same subscriber twice within the server's
-    duplicate window stores it once. `RetryLater` comes out of entering when the
-    server is unreachable, and out of a call when a publish fails.
+    Use it as a context manager, in a thread that runs no event loop. It connects
+    ``bus`` at its first call, so that a retry of a dead letter that does not exist
+    fails as not found even when the server is down, and keeps it open on an event
+    loop of its own. All the events it sends share one key, so sending the same
+    event to the same subscriber twice within the server's duplicate window stores
+    it once. `RetryLater` comes out of a call when the server is unreachable or a
+    publish fails.
     """
 
-    def __init__(self, bus: NatsBus) -> None:
+    def __init__(self, bus: NatsBus, *, configured: frozenset[str] | None = None) -> None:
         self.key = uuid.uuid4().hex
         self._bus = bus
+        self._configured = configured
         self._runner = asyncio.Runner()
+        self._connected = False
 
     def __enter__(self) -> NatsResend:
-        try:
-            self._runner.run(self._bus.connect())
-        except BaseException:
-            self._runner.close()
-            raise
         return self
 
     def __exit__(
@@ -118,25 +129,33 @@ class NatsResend:
         traceback: TracebackType | None,
     ) -> None:
         try:
-            self._runner.run(self._bus.close())
+            if self._connected:
+                self._runner.run(self._bus.close())
         finally:
             self._runner.close()
 
     def __call__(
         self, session: Session, subscriber: str, events: Sequence[OutboxEvent]
     ) -> list[Redelivery]:
+        if self._configured is not None and subscriber not in self._configured:
+            raise SubscriberNotConfiguredError(subscriber)
         envelopes = [Event.model_validate(event.envelope) for event in events]
+        if not self._connected:
+            self._runner.run(self._bus.connect())
+            self._connected = True
         self._runner.run(self._bus.resend(subscriber, envelopes, key=self.key))
         return [Redelivery.PUBLISHED] * len(envelopes)
 
 
 @contextmanager
-def opened_resend(bus_url: str) -> Iterator[Resend]:
-    """Yield the resend of the bus that ``bus_url`` names (empty: the database bus)."""
+def opened_resend(bus_url: str, configured: frozenset[str] | None = None) -> Iterator[Resend]:
+    """Yield the resend of the bus that ``bus_url`` names (empty: the database bus).
+    On NATS, a resend to a subscriber outside ``configured`` raises
+    `SubscriberNotConfiguredError`."""
     if not bus_url:
         yield put_back
         return
     from entrepot.events.nats_bus import NatsBus
 
-    with NatsResend(NatsBus(bus_url)) as resend:
+    with NatsResend(NatsBus(bus_url), configured=configured) as resend:
         yield resend

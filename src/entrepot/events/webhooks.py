@@ -49,7 +49,7 @@ SIGNATURE_SCHEME = "v1"
 DEFAULT_TOLERANCE_SECONDS = 300.0
 # The maximum number of characters of a rejection's response body kept in its reason.
 BODY_EXCERPT_CHARS = 200
-# Time a handler call may take beyond the request timeout: waiting for the rate limit.
+# Time a handler call may take beyond its rate-limit wait and its request timeout.
 LEASE_MARGIN_SECONDS = 30.0
 
 
@@ -112,7 +112,7 @@ def webhook_subscription(name: str, settings: EventSubscriberSettings) -> Subscr
         max_deliveries=settings.max_deliveries,
         redeliver_after_seconds=settings.redeliver_after_seconds,
         ack_wait_seconds=settings.ack_wait_seconds
-        or settings.timeout_seconds + LEASE_MARGIN_SECONDS,
+        or settings.pacing_seconds + settings.timeout_seconds + LEASE_MARGIN_SECONDS,
         max_concurrency=settings.max_concurrency,
     )
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 from entrepot.config import EventSettings
 from entrepot.events.bus import EventBus
@@ -25,6 +27,8 @@ log = logging.getLogger(__name__)
 
 # Seconds between attempts to connect to the bus, and to restart a crashed subscriber.
 RESTART_DELAY_SECONDS = 5.0
+# Seconds the calls in flight get to finish after a stop.
+STOP_GRACE_SECONDS = 10.0
 
 
 def open_bus(
@@ -81,11 +85,32 @@ class EventWorkers:
             runs += [self._supervise(subscriber, stopping) for subscriber in self.subscribers]
             if not isinstance(self.bus, DatabaseBus):
                 runs.append(self._keep_dead_letters(stopping))
-            await asyncio.gather(*runs)
+            await self._run_until_grace(runs, stopping)
         finally:
             for subscriber in self.subscribers:
                 await subscriber.aclose()
             await self.bus.close()
+
+    async def _run_until_grace(
+        self, runs: list[Coroutine[Any, Any, None]], stopping: asyncio.Event
+    ) -> None:
+        """Run ``runs`` until they end. Once ``stopping`` is set they get
+        ``STOP_GRACE_SECONDS`` to finish the calls in flight, then are cancelled: an
+        event whose call was cut off is delivered again later."""
+        tasks = [asyncio.create_task(run) for run in runs]
+        try:
+            await stopping.wait()
+            _done, late = await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
+            if late:
+                log.warning(
+                    "%d event workers still busy %.0f s after the stop; cutting them off.",
+                    len(late),
+                    STOP_GRACE_SECONDS,
+                )
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _connect(self, stopping: asyncio.Event) -> bool:
         """Connect to the bus, trying again until it answers; False if stopped first."""
