@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import SecretStr
 from sqlalchemy import select
 
-from entrepot.config import ApiSettings, EventSettings
+from entrepot.config import ApiSettings, EventSettings, EventSubscriberSettings
 from entrepot.events.bus import Subscription
 from entrepot.events.envelope import Event
 from entrepot.spokes.failures import PermanentFailure
@@ -114,7 +114,10 @@ async def test_event_dead_letters_api(tmp_path: Path) -> None:
 async def test_retry_answers_503_when_nats_unreachable(tmp_path: Path) -> None:
     settings = hub_settings(tmp_path, "http://127.0.0.1:9")
     settings.api = ApiSettings(token=SecretStr("ops-token"))
-    settings.events = EventSettings(bus_url="nats://127.0.0.1:9")
+    feed = EventSubscriberSettings.model_validate(
+        {"url": "http://127.0.0.1:9/events", "secret": "s", "types": list(ORDER_TYPES)}
+    )
+    settings.events = EventSettings(bus_url="nats://127.0.0.1:9", subscribers={"feed": feed})
     async with running_hub(settings, workers=False) as hub:
         database = hub.runtime.database
         await _dead_letter_accepted(database)
@@ -146,3 +149,23 @@ async def test_out_of_range_id_answers_422(tmp_path: Path) -> None:
     assert shown.status_code == 422
     assert discarded.status_code == 422
     assert order_letter.status_code == 422
+
+
+async def test_retry_of_unconfigured_subscriber_answers_409(tmp_path: Path) -> None:
+    settings = hub_settings(tmp_path, "http://127.0.0.1:9")
+    settings.api = ApiSettings(token=SecretStr("ops-token"))
+    settings.events = EventSettings(bus_url="nats://127.0.0.1:9")
+    async with running_hub(settings, workers=False) as hub:
+        await _dead_letter_accepted(hub.runtime.database)
+        listed = await hub.client.get("/api/event-dead-letters", headers=TOKEN)
+        first = min(letter["id"] for letter in listed.json())
+        retried = await hub.client.post(
+            f"/api/event-dead-letters/{first}/retry", json={"by": "alice"}, headers=TOKEN
+        )
+        missing = await hub.client.post(
+            "/api/event-dead-letters/999/retry", json={"by": "alice"}, headers=TOKEN
+        )
+
+    assert retried.status_code == 409
+    assert "subscriber 'feed' is not in [events.subscribers]" in retried.json()["detail"]
+    assert missing.status_code == 404
