@@ -50,6 +50,7 @@ from entrepot.events.replay import (
     replay_events,
 )
 from entrepot.events.resend import NatsResend, Resend, put_back
+from entrepot.spokes.failures import RetryLater
 from entrepot.store.database import Database
 from entrepot.store.migrate import upgrade_to_head
 from entrepot.store.tables import EventDeadLetter, EventDelivery, InboxEntry, OutboxEvent
@@ -817,6 +818,36 @@ async def wait_for_dead_letters(
             raise AssertionError(f"{len(letters)} dead letters after 20 s, not {count}")
         await asyncio.sleep(0.1)
     return letters
+
+
+async def test_poison_event_with_one_slot_others_flow(backend: Backend) -> None:
+    """With one call at a time, a failing subject whose later events wait in hand
+    does not hold up the events of other subjects."""
+    limits = subscription(max_deliveries=3, redeliver_after_seconds=0.5, max_concurrency=1)
+    await backend.prepare(limits)
+    poison = item_event("POISON", 1, poison=True)
+    behind = [item_event("POISON", version) for version in range(2, 8)]
+    others = [item_event(f"OK-{n}", 1) for n in range(6)]
+    write_outbox(backend.database, [poison, *behind, *others])
+    recorder = Recorder(backend.database)
+    healthy = recorder.handler()
+    poison_calls: list[float] = []
+
+    async def handle(event: Event) -> None:
+        if event.data.get("poison"):
+            poison_calls.append(time.monotonic())
+            raise RetryLater("the item cannot be mapped yet")
+        await healthy(event)
+
+    consumer = Consumer(await backend.bus("consumer"), limits, handle)
+    await relay_all(backend, await backend.bus("relay"))
+    await wait_until(lambda: len(recorder.finished()) >= 12, 30, "every other event")
+    await consumer.stop()
+
+    finished = {call.event.id: call.finished for call in recorder.finished()}
+    assert len(poison_calls) == 3
+    assert max(finished[event.id] for event in others) < poison_calls[1]
+    assert sorted(finished) == sorted(event.id for event in [*behind, *others])
 
 
 # Crashes, contention and races

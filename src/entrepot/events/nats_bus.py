@@ -512,8 +512,10 @@ class _SubscriberRun:
         self.fetch_wait_seconds = 1.0
         self.heartbeat_seconds = max(0.2, subscription.ack_wait_seconds / 3)
         self.slots = asyncio.Semaphore(subscription.max_concurrency or bus.max_in_hand)
-        # Events in hand of this process. A stop or a crash costs each of them one
-        # delivery, so a subscriber with few slots keeps few.
+        # Events in hand of this process outside blocked lanes. A stop or a crash
+        # costs each of them one delivery, so a subscriber with few slots keeps few.
+        # The events that wait in a blocked lane do not count, so that one failing
+        # subject does not hold up the others.
         self.in_hand_limit = bus.max_in_hand
         if subscription.max_concurrency:
             self.in_hand_limit = min(bus.max_in_hand, 2 * subscription.max_concurrency)
@@ -565,7 +567,10 @@ class _SubscriberRun:
     async def _fetch_loop(self) -> None:
         failing = False
         while not self.stopping():
-            room = self.in_hand_limit - self._count_in_hand()
+            room = min(
+                self.in_hand_limit - self._count_in_hand(blocked=False),
+                self.bus.max_in_hand - self._count_in_hand(blocked=True),
+            )
             if room <= 0:
                 self.room.clear()
                 with contextlib.suppress(TimeoutError):
@@ -618,8 +623,10 @@ class _SubscriberRun:
             await self.bus.ensure_streams()
             raise
 
-    def _count_in_hand(self) -> int:
-        return sum(len(lane.in_hand()) for lane in self.lanes.values()) + len(self.side_tasks)
+    def _count_in_hand(self, *, blocked: bool) -> int:
+        """Count the events in hand, those of blocked lanes too when ``blocked``."""
+        lanes = [lane for lane in self.lanes.values() if blocked or lane.blocker is None]
+        return sum(len(lane.in_hand()) for lane in lanes) + len(self.side_tasks)
 
     def _dispatch(self, msg: Msg, skipped: list[tuple[Msg, Event]]) -> None:
         """Put the message in its subject's lane, or in ``skipped`` when this process
