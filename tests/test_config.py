@@ -178,6 +178,7 @@ GOOD_SUBSCRIBER = {"url": "http://127.0.0.1:9/events", "secret": "s", "types": [
         ("types", ["order.acepted"], "unknown event types ['order.acepted']; known types:"),
         ("url", "not a url", "url 'not a url' is not an http:// or https:// URL with a host"),
         ("url", "ftp://127.0.0.1/x", "is not an http:// or https:// URL with a host"),
+        ("url", "http://127.0.0.1:99999/h", "has an invalid port"),
         ("secret", "", "secret is empty"),
     ],
 )
@@ -208,7 +209,15 @@ def test_long_subscriber_name_accepted() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["nats://", "redis://127.0.0.1:6379", "nats://127.0.0.1:4222,", "127.0.0.1:4222"]
+    "url",
+    [
+        "nats://",
+        "redis://127.0.0.1:6379",
+        "nats://127.0.0.1:4222,",
+        "127.0.0.1:4222",
+        "nats://127.0.0.1:abc",
+        "nats://127.0.0.1:99999",
+    ],
 )
 def test_bad_bus_url_rejected(url: str) -> None:
     with pytest.raises(ValidationError) as raised:
@@ -246,3 +255,20 @@ def test_ack_wait_must_cover_rate_limit_wait() -> None:
         "must be longer than timeout_seconds plus max_concurrency / requests_per_second (41)"
         in (raised.value.errors()[0]["msg"])
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("requests_per_second", float("inf"), "less than or equal to 10000"),
+        ("base_url", "not a url", "base_url 'not a url' is not an http:// or https:// URL"),
+        ("base_url", "http://127.0.0.1:99999", "has an invalid port"),
+    ],
+)
+def test_bad_target_rejected(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        load_settings(targets={"erp": {field: value}})
+
+    [error] = raised.value.errors()
+    assert error["loc"] == ("targets", "erp", field)
+    assert message in error["msg"]

@@ -35,6 +35,19 @@ SUBSCRIBER_NAME = re.compile(r"[A-Za-z0-9_-]{1,120}")
 SUPPORTED_DATABASES = frozenset({"sqlite", "postgresql"})
 
 
+def check_http_url(field: str, url: str) -> str:
+    """Return ``url`` when it is an http:// or https:// URL with a host and a valid
+    port, else raise `ValueError` naming ``field``."""
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 (reading it checks the port)
+    except ValueError as exc:
+        raise ValueError(f"{field} {url!r} has an invalid port: {exc}") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{field} {url!r} is not an http:// or https:// URL with a host")
+    return url
+
+
 class Section(BaseModel):
     """A table of the configuration; an unknown key is an error, not ignored."""
 
@@ -181,20 +194,25 @@ class TargetSettings(Section):
     kind: str = "netsuite"
     base_url: str = "http://127.0.0.1:8090"
     token: SecretStr | None = None
-    requests_per_second: float = Field(default=5.0, gt=0)
-    max_concurrency: int = Field(default=4, ge=1)
-    timeout_seconds: float = Field(default=30.0, gt=0)
-    max_attempts: int = Field(default=8, ge=1)
-    backoff_initial_seconds: float = Field(default=1.0, gt=0)
-    backoff_max_seconds: float = Field(default=300.0, gt=0)
+    requests_per_second: float = Field(default=5.0, gt=0, le=10_000)
+    max_concurrency: int = Field(default=4, ge=1, le=1000)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    max_attempts: int = Field(default=8, ge=1, le=1000)
+    backoff_initial_seconds: float = Field(default=1.0, gt=0, le=86_400)
+    backoff_max_seconds: float = Field(default=300.0, gt=0, le=86_400)
     maintenance_windows: list[str] = Field(default_factory=list)
     timezone: str = "UTC"
     circuit_failure_threshold: int = Field(default=5, ge=1)
-    circuit_reset_seconds: float = Field(default=30.0, gt=0)
+    circuit_reset_seconds: float = Field(default=30.0, gt=0, le=86_400)
     guest_customer: str | None = None
     batch_size: int = Field(default=1, ge=1, le=500)
-    batch_wait_seconds: float = Field(default=0.2, ge=0)
+    batch_wait_seconds: float = Field(default=0.2, ge=0, le=3600)
     tryton: TrytonSettings = Field(default_factory=TrytonSettings)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_base_url(cls, url: str) -> str:
+        return check_http_url("base_url", url)
 
     @model_validator(mode="after")
     def _check_windows(self) -> TargetSettings:
@@ -262,10 +280,7 @@ class EventSubscriberSettings(Section):
     @field_validator("url")
     @classmethod
     def _http_url(cls, url: str) -> str:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"url {url!r} is not an http:// or https:// URL with a host")
-        return url
+        return check_http_url("url", url)
 
     @field_validator("secret")
     @classmethod
@@ -330,7 +345,11 @@ class EventSettings(Section):
             return url
         for server in url.split(","):
             parts = urlsplit(server.strip())
-            if parts.scheme not in ("nats", "tls") or not parts.hostname:
+            try:
+                port_valid = parts.port is None or parts.port > 0
+            except ValueError:
+                port_valid = False
+            if parts.scheme not in ("nats", "tls") or not parts.hostname or not port_valid:
                 shown = re.sub(r"//[^/@,]*@", "//***@", url)
                 raise ValueError(
                     f"bus_url {shown!r} is not a bus entrepot knows; use nats://host:port "

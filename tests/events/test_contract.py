@@ -930,6 +930,39 @@ async def test_waiting_for_a_slot_costs_no_attempt(backend: Backend) -> None:
     assert await backend.in_flight(limits) == 0
 
 
+async def test_slow_call_leaves_other_subjects_free(backend: Backend) -> None:
+    """While one call of four slots takes 3 s, events of other subjects published
+    after it started are handled at once."""
+    limits = subscription(max_concurrency=4)
+    await backend.prepare(limits)
+    slow = item_event("SLOW", 1)
+    write_outbox(backend.database, [slow])
+    relay_bus = await backend.bus("relay")
+    recorder = Recorder(backend.database)
+    healthy = recorder.handler()
+    started = asyncio.Event()
+
+    async def handle(event: Event) -> None:
+        if event.id == slow.id:
+            started.set()
+            await asyncio.sleep(3)
+        await healthy(event)
+
+    consumer = Consumer(await backend.bus("consumer"), limits, handle)
+    await relay_all(backend, relay_bus)
+    await asyncio.wait_for(started.wait(), 10)
+    quick = [item_event(f"QUICK-{n}", 1) for n in range(3)]
+    write_outbox(backend.database, quick)
+    published = time.monotonic()
+    await relay_all(backend, relay_bus)
+    await wait_until(lambda: len(recorder.finished()) >= 4, 15, "every event")
+    await consumer.stop()
+
+    finished = {call.event.id: call.finished for call in recorder.finished()}
+    assert all(finished[event.id] - published < 1.5 for event in quick)
+    assert finished[slow.id] > max(finished[event.id] for event in quick)
+
+
 async def test_abandoned_last_delivery_dead_lettered(backend: Backend) -> None:
     """A consumer killed during the event's only allowed delivery: the event goes to
     the dead letters once its lease runs out, and is not handled again."""

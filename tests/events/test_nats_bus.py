@@ -470,3 +470,14 @@ async def test_other_process_types_not_lost(running_server: NatsServer) -> None:
 
     assert narrow.count(INVOICE_POSTED) + wide.count(INVOICE_POSTED) == 6
     assert narrow.count(ORDER_RECEIVED) + wide.count(ORDER_RECEIVED) == 1
+
+
+async def test_close_during_outage_raises_nothing(running_server: NatsServer) -> None:
+    bus = new_bus(running_server.url)
+    await bus.connect()
+    running_server.kill()
+    await wait_until(lambda: bus._client is not None and not bus._client.is_connected, 5, "loss")
+
+    await bus.close()
+
+    assert bus._client is None

@@ -10,14 +10,14 @@ parallel. On PostgreSQL the claims skip rows that other workers hold locked.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
+from asyncio import FIRST_COMPLETED
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TypeGuard
+from typing import Any, TypeGuard
 
 from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.orm import Session, aliased
@@ -89,18 +89,49 @@ class DatabaseBus:
     async def run_subscriber(
         self, subscription: Subscription, handler: Handler, stopping: Callable[[], bool]
     ) -> None:
+        """Claim and handle the subscription's events until ``stopping()``.
+
+        Claims go on while earlier ones are handled, up to twice
+        ``max_concurrency`` events in hand (``claim_limit`` without it), so one slow
+        call does not hold up the events of other subjects.
+        """
         await self.register(subscription)
         log.info("Subscriber %s started.", subscription.name)
-        slots = asyncio.Semaphore(subscription.max_concurrency or self._claim_limit)
-        while not stopping():
-            claimed = await asyncio.to_thread(self._claim, subscription)
-            if not claimed:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_interval)
-                continue
-            await self._handle_claimed(subscription, handler, claimed, slots, stopping)
+        concurrency = subscription.max_concurrency
+        slots = asyncio.Semaphore(concurrency or self._claim_limit)
+        capacity = 2 * concurrency if concurrency else self._claim_limit
+        in_hand: dict[int, ClaimedEvent] = {}
+        batches: set[asyncio.Task[None]] = set()
+        renewal = asyncio.create_task(self._renew_leases(subscription, in_hand))
+        try:
+            while not stopping():
+                room = min(capacity - len(in_hand), self._claim_limit)
+                claimed = await asyncio.to_thread(self._claim, subscription, room) if room else []
+                if not claimed:
+                    await self._wait_for_work(batches)
+                    continue
+                in_hand.update((item.delivery_id, item) for item in claimed)
+                batch = self._handle_claimed(
+                    subscription, handler, claimed, slots, in_hand, stopping
+                )
+                batches.add(asyncio.create_task(batch))
+                _collect_finished(batches)
+            await asyncio.gather(*batches)
+        finally:
+            for task in [*batches, renewal]:
+                task.cancel()
+            await asyncio.gather(*batches, renewal, return_exceptions=True)
         log.info("Subscriber %s stopped.", subscription.name)
+
+    async def _wait_for_work(self, batches: set[asyncio.Task[None]]) -> None:
+        """Wait for a wake-up, a batch to finish, or the poll interval; re-raise what
+        a finished batch raised."""
+        self._wake.clear()
+        woken: asyncio.Task[bool] = asyncio.create_task(self._wake.wait())
+        waited: list[asyncio.Future[Any]] = [woken, *batches]
+        await asyncio.wait(waited, timeout=self._poll_interval, return_when=FIRST_COMPLETED)
+        woken.cancel()
+        _collect_finished(batches)
 
     async def _handle_claimed(
         self,
@@ -108,28 +139,21 @@ class DatabaseBus:
         handler: Handler,
         claimed: list[ClaimedEvent],
         slots: asyncio.Semaphore,
+        in_hand: dict[int, ClaimedEvent],
         stopping: Callable[[], bool],
     ) -> None:
-        """Handle claimed events, each subject in order, renewing the leases of those
-        still in hand until they are recorded. Once ``stopping()``, the events not
-        started yet go back unattempted."""
-        in_hand = {item.delivery_id: item for item in claimed}
+        """Handle one claim's events, each subject in order. Each event leaves
+        ``in_hand`` once recorded. Once ``stopping()``, the events not started yet go
+        back unattempted."""
         by_subject: dict[str, list[ClaimedEvent]] = defaultdict(list)
         for item in claimed:
             by_subject[item.event.subject].append(item)
-
-        renewal = asyncio.create_task(self._renew_leases(subscription, in_hand))
-        try:
-            await asyncio.gather(
-                *(
-                    self._handle_in_order(subscription, handler, items, slots, in_hand, stopping)
-                    for items in by_subject.values()
-                )
+        await asyncio.gather(
+            *(
+                self._handle_in_order(subscription, handler, items, slots, in_hand, stopping)
+                for items in by_subject.values()
             )
-        finally:
-            renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewal
+        )
 
     async def _renew_leases(
         self, subscription: Subscription, in_hand: dict[int, ClaimedEvent]
@@ -214,9 +238,9 @@ class DatabaseBus:
             return RetryLater(f"the handler failed: {exc!r}")
         return None
 
-    def _claim(self, subscription: Subscription) -> list[ClaimedEvent]:
+    def _claim(self, subscription: Subscription, limit: int) -> list[ClaimedEvent]:
         return self._database.write(
-            lambda session: claim_events(session, subscription, self._owner, self._claim_limit)
+            lambda session: claim_events(session, subscription, self._owner, limit)
         )
 
     def _release(self, items: list[ClaimedEvent]) -> None:
@@ -227,6 +251,15 @@ class DatabaseBus:
         self, subscription: Subscription, item: ClaimedEvent, failure: DeliveryFailure | None
     ) -> None:
         self._database.write(lambda session: record_outcome(session, subscription, item, failure))
+
+
+def _collect_finished(batches: set[asyncio.Task[None]]) -> None:
+    """Drop the finished batches, re-raising the first failure among them."""
+    for task in [task for task in batches if task.done()]:
+        batches.discard(task)
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            raise error
 
 
 def _fan_out(session: Session, events: Sequence[Event]) -> None:

@@ -298,9 +298,11 @@ class NatsBus:
         client, self._client, self._js = self._client, None, None
         self._closing = True
         if client is not None and not client.is_closed:
-            with contextlib.suppress(nats.errors.Error):
+            # During an outage the connection may already be lost: close it anyway.
+            with contextlib.suppress(nats.errors.Error, OSError):
                 await client.drain()
-            await client.close()
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await client.close()
 
     def jetstream(self) -> JetStreamContext:
         """Return the JetStream context of the connection."""
