@@ -196,7 +196,7 @@ async def test_replay_without_matches(tmp_path: Path) -> None:
 
     output = _replay(tmp_path, "--subscriber", "feed", "--since", "2027-01-01T00:00:00+01:00")
 
-    assert "No events match; nothing was replayed." in output
+    assert "No events of the subscribers' types match; nothing was replayed." in output
 
 
 async def test_event_dlq_commands(tmp_path: Path) -> None:
@@ -293,3 +293,14 @@ async def test_unsubscribe_stops_new_deliveries(tmp_path: Path) -> None:
     assert again.exit_code == 1
     assert "Subscriber 'feed' is not registered with the database bus." in again.output
     assert _deliveries(database, "feed") == {}
+
+
+async def test_replay_counts_only_subscriber_types(tmp_path: Path) -> None:
+    database = store_in(tmp_path)
+    events = write_order_events(database, (1001, 1002))
+    narrow = Subscription("narrow", frozenset({"order.accepted"}))
+    await publish(database, narrow, events)
+
+    output = _replay(tmp_path, "--subscriber", "narrow")
+
+    assert "Replayed 2 of 2 matching events to narrow" in " ".join(output.split())
