@@ -664,6 +664,20 @@ async def test_duplicate_storm_ends_at_newest_version(backend: Backend) -> None:
 # Poison event
 
 
+def failing_on_poison(recorder: Recorder, calls: list[float], failure: Exception) -> Handler:
+    """Return a handler that raises ``failure`` on poison events, noting when, and
+    records the others."""
+    healthy = recorder.handler()
+
+    async def handle(event: Event) -> None:
+        if event.data.get("poison"):
+            calls.append(time.monotonic())
+            raise failure
+        await healthy(event)
+
+    return handle
+
+
 async def test_poison_event_dead_lettered_others_flow(backend: Backend) -> None:
     limits = subscription(max_deliveries=3, redeliver_after_seconds=0.3)
     await backend.prepare(limits)
@@ -673,15 +687,8 @@ async def test_poison_event_dead_lettered_others_flow(backend: Backend) -> None:
     events = [poison, after_poison, *others]
     write_outbox(backend.database, events)
     recorder = Recorder(backend.database)
-    healthy = recorder.handler()
     poison_calls: list[float] = []
-
-    async def handle(event: Event) -> None:
-        if event.data.get("poison"):
-            poison_calls.append(time.monotonic())
-            raise ValueError("cannot map the item")
-        await healthy(event)
-
+    handle = failing_on_poison(recorder, poison_calls, ValueError("cannot map the item"))
     consumer = Consumer(await backend.bus("consumer"), limits, handle)
     await relay_all(backend, await backend.bus("relay"))
     await wait_until(
@@ -830,15 +837,8 @@ async def test_poison_event_with_one_slot_others_flow(backend: Backend) -> None:
     others = [item_event(f"OK-{n}", 1) for n in range(6)]
     write_outbox(backend.database, [poison, *behind, *others])
     recorder = Recorder(backend.database)
-    healthy = recorder.handler()
     poison_calls: list[float] = []
-
-    async def handle(event: Event) -> None:
-        if event.data.get("poison"):
-            poison_calls.append(time.monotonic())
-            raise RetryLater("the item cannot be mapped yet")
-        await healthy(event)
-
+    handle = failing_on_poison(recorder, poison_calls, RetryLater("the item cannot be mapped"))
     consumer = Consumer(await backend.bus("consumer"), limits, handle)
     await relay_all(backend, await backend.bus("relay"))
     await wait_until(lambda: len(recorder.finished()) >= 12, 30, "every other event")
