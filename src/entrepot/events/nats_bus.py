@@ -469,6 +469,12 @@ class NatsBus:
         )
 
 
+def being_cancelled() -> bool:
+    """Tell whether the running task has a cancel request pending."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
 def servers_of(url: str) -> list[str]:
     """Split a ``bus_url`` into its servers: one URL, or several separated by commas."""
     return [server.strip() for server in url.split(",") if server.strip()]
@@ -581,7 +587,10 @@ class _SubscriberRun:
             try:
                 msgs = await self._fetch(min(self.bus.fetch_batch, room))
             except (nats.errors.TimeoutError, TimeoutError):
-                # No message within the wait: nats-py raises either kind.
+                # No message within the wait: nats-py raises either kind. On Python
+                # 3.11 a cancel that comes as the wait ends can arrive as a timeout.
+                if being_cancelled():
+                    raise asyncio.CancelledError from None
                 continue
             except (nats.errors.Error, OSError) as error:
                 if not failing:

@@ -36,6 +36,7 @@ from entrepot.events.nats_bus import (
     DEAD_STREAM_SEQUENCE_HEADER,
     DEAD_SUBSCRIPTION_HEADER,
     NatsBus,
+    being_cancelled,
 )
 from entrepot.store.database import Database
 from entrepot.store.inserts import insert_if_absent
@@ -68,7 +69,10 @@ class NatsDeadLetterKeeper:
             try:
                 msgs = await self._fetch()
             except (nats.errors.TimeoutError, TimeoutError):
-                # No message within the wait: nats-py raises either kind.
+                # No message within the wait: nats-py raises either kind. On Python
+                # 3.11 a cancel that comes as the wait ends can arrive as a timeout.
+                if being_cancelled():
+                    raise asyncio.CancelledError from None
                 continue
             except (nats.errors.Error, OSError) as error:
                 if not failing:
