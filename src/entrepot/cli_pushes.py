@@ -72,9 +72,9 @@ def pushes_retry(
     from entrepot.store.pushes import PushNotRetryableError, retry_push
 
     database = _runtime_database(config, data_dir)
-    who = operator_name(by)
+    operator = operator_name(by)
     try:
-        database.write(lambda session: retry_push(session, push_id, who))
+        database.write(lambda session: retry_push(session, push_id, operator))
     except PushNotRetryableError as exc:
         console.print(f"Push not retried: {exc}.", markup=False)
         raise typer.Exit(1) from exc

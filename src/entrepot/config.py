@@ -35,6 +35,11 @@ SUBSCRIBER_NAME = re.compile(r"[A-Za-z0-9_-]{1,120}")
 SUPPORTED_DATABASES = frozenset({"sqlite", "postgresql"})
 
 
+def redact_url(url: str) -> str:
+    """Return ``url`` with any user name and password replaced by ``***``."""
+    return re.sub(r"//[^/@,]*@", "//***@", url)
+
+
 def check_http_url(field: str, url: str) -> str:
     """Return ``url`` when it is an http:// or https:// URL with a host and a valid
     port, else raise `ValueError` naming ``field``."""
@@ -350,11 +355,10 @@ class EventSettings(Section):
             except ValueError:
                 port_valid = False
             if parts.scheme not in ("nats", "tls") or not parts.hostname or not port_valid:
-                shown = re.sub(r"//[^/@,]*@", "//***@", url)
                 raise ValueError(
-                    f"bus_url {shown!r} is not a bus entrepot knows; use nats://host:port "
-                    "(several separated by commas), or leave it empty to keep the bus in "
-                    "the store's database"
+                    f"bus_url {redact_url(url)!r} is not a bus entrepot knows; use "
+                    "nats://host:port (several separated by commas), or leave it empty to "
+                    "keep the bus in the store's database"
                 )
         return url
 

@@ -905,9 +905,9 @@ async def test_killed_consumer_event_runs_again(backend: Backend) -> None:
 
 
 async def test_waiting_for_a_slot_costs_no_attempt(backend: Backend) -> None:
-    """Twelve events of twelve subjects, two handler calls at a time of 0.4 s each,
-    and an ack_wait of 1 s: the last ones wait more than 2 s for a slot, keep their
-    lease meanwhile, and each runs once, beside a second consumer."""
+    """Twelve events of twelve subjects, two handler calls of 0.4 s at a time, and an
+    ack_wait of 1 s. The last events wait more than 2 s for a slot and keep their
+    lease meanwhile, so each runs once, beside a second consumer."""
     limits = subscription(ack_wait_seconds=1.0, max_concurrency=2, max_deliveries=1)
     await backend.prepare(limits)
     events = [item_event(f"SLOT-{n}", 1) for n in range(12)]

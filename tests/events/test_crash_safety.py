@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from entrepot.store.database import Database
-from tests.events.natsserver import NATS_SERVER, NatsServer
+from tests.events.natsserver import NatsServer, running_nats_server
 from tests.events.order_flow import post_until_acknowledged, wait_for_flow, write_flow_config
 from tests.harness import ErpSim, HubProcess, order_body, webhook_headers
 from tests.webhook_receiver import running_receiver
@@ -50,15 +50,9 @@ class Trial:
 
 
 @pytest.fixture
-def nats_url(tmp_path: Path) -> Iterator[str]:
-    """The URL of a nats-server with JetStream of this test's own."""
-    if not NATS_SERVER.exists():
-        pytest.skip(f"nats-server not found at {NATS_SERVER}")
-    server = NatsServer(tmp_path / "nats" / "store")
-    server.store_dir.parent.mkdir(parents=True)
-    server.start()
-    yield server.url
-    server.stop()
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """A nats-server with JetStream of this test's own."""
+    yield from running_nats_server(tmp_path_factory)
 
 
 @pytest.mark.parametrize("seed", range(SQLITE_TRIALS))
@@ -68,9 +62,11 @@ def test_kill_on_sqlite(tmp_path: Path, erp: ErpSim, seed: int) -> None:
 
 @pytest.mark.parametrize("seed", range(100, 100 + POSTGRES_TRIALS))
 def test_kill_on_postgres_and_nats(
-    tmp_path: Path, erp: ErpSim, postgres_url: str, nats_url: str, seed: int
+    tmp_path: Path, erp: ErpSim, postgres_url: str, nats_server: NatsServer, seed: int
 ) -> None:
-    run_trial(tmp_path, erp, Trial.from_seed(seed), store_url=postgres_url, bus_url=nats_url)
+    run_trial(
+        tmp_path, erp, Trial.from_seed(seed), store_url=postgres_url, bus_url=nats_server.url
+    )
 
 
 def run_trial(

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from entrepot.config import EventSettings, EventSubscriberSettings
+from entrepot.config import EventSettings, EventSubscriberSettings, redact_url
 from entrepot.events import workers
 from entrepot.events.bus import MAX_REDELIVER_DELAY_SECONDS, Subscription
 from entrepot.events.database_bus import DatabaseBus
 from entrepot.events.envelope import Event
-from entrepot.events.nats_bus import redact_url, servers_of
+from entrepot.events.nats_bus import servers_of
 from entrepot.spokes.failures import RetryLater
 from entrepot.store.tables import EventDelivery
 from entrepot.store.types import utc_now

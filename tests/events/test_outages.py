@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from entrepot.store.database import Database
-from tests.events.natsserver import NATS_SERVER, NatsServer
+from tests.events.natsserver import NatsServer, running_nats_server
 from tests.events.order_flow import (
     POSTGRES_BIN,
     PostgresCluster,
@@ -30,14 +30,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 
 @pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    if not NATS_SERVER.exists():
-        pytest.skip(f"nats-server not found at {NATS_SERVER}")
-    server = NatsServer(tmp_path / "nats" / "store")
-    server.store_dir.parent.mkdir(parents=True)
-    server.start()
-    yield server
-    server.stop()
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    yield from running_nats_server(tmp_path_factory)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ Each event type has a current schema version of its ``data``. Reading an event
 of an older version, from the outbox, the bus or a dead letter, upgrades its
 data step by step to the current one. So events stored before an upgrade of
 entrepot reach subscribers in today's form, on replay too. An event of a newer
-version than this entrepot knows is left as it is.
+version than this entrepot reads is left as it is.
 """
 
 from __future__ import annotations

@@ -74,7 +74,6 @@ import asyncio
 import bisect
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -90,6 +89,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from nats.js.errors import NoStreamResponseError
 from pydantic import ValidationError
 
+from entrepot.config import redact_url
 from entrepot.events.bus import MAX_REDELIVER_DELAY_SECONDS, Handler, Subscription
 from entrepot.events.envelope import Event
 from entrepot.spokes.failures import NothingToDo, PermanentFailure, RetryLater
@@ -469,20 +469,25 @@ class NatsBus:
         )
 
 
-def being_cancelled() -> bool:
-    """Tell whether the running task has a cancel request pending."""
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
+async def fetch_messages(
+    pull: JetStreamContext.PullSubscription, batch: int, wait_seconds: float
+) -> list[Msg]:
+    """Pull up to ``batch`` messages, waiting at most ``wait_seconds``; none when none
+    came in time."""
+    try:
+        return await pull.fetch(batch, timeout=wait_seconds)
+    except (nats.errors.TimeoutError, TimeoutError):
+        # nats-py raises either kind when no message came. On Python 3.11 a cancel
+        # that comes as the wait ends can arrive as a timeout, so pass it on.
+        task = asyncio.current_task()
+        if task is not None and task.cancelling() > 0:
+            raise asyncio.CancelledError from None
+        return []
 
 
 def servers_of(url: str) -> list[str]:
     """Split a ``bus_url`` into its servers: one URL, or several separated by commas."""
     return [server.strip() for server in url.split(",") if server.strip()]
-
-
-def redact_url(url: str) -> str:
-    """Return ``url`` with any user name and password replaced by ``***``."""
-    return re.sub(r"//[^/@,]*@", "//***@", url)
 
 
 def check_subscription_name(name: str) -> None:
@@ -586,12 +591,6 @@ class _SubscriberRun:
                 continue
             try:
                 msgs = await self._fetch(min(self.bus.fetch_batch, room))
-            except (nats.errors.TimeoutError, TimeoutError):
-                # No message within the wait: nats-py raises either kind. On Python
-                # 3.11 a cancel that comes as the wait ends can arrive as a timeout.
-                if being_cancelled():
-                    raise asyncio.CancelledError from None
-                continue
             except (nats.errors.Error, OSError) as error:
                 if not failing:
                     log.warning(
@@ -626,7 +625,7 @@ class _SubscriberRun:
             await self._bind()
         assert self.pull is not None
         try:
-            return await self.pull.fetch(batch, timeout=self.fetch_wait_seconds)
+            return await fetch_messages(self.pull, batch, self.fetch_wait_seconds)
         except nats.js.errors.NotFoundError:
             # The consumer or its stream is gone (deleted by an operator, or a server
             # that lost its store): create both again on the next fetch.

@@ -36,7 +36,7 @@ from entrepot.events.nats_bus import (
     DEAD_STREAM_SEQUENCE_HEADER,
     DEAD_SUBSCRIPTION_HEADER,
     NatsBus,
-    being_cancelled,
+    fetch_messages,
 )
 from entrepot.store.database import Database
 from entrepot.store.inserts import insert_if_absent
@@ -68,12 +68,6 @@ class NatsDeadLetterKeeper:
         while not stopping():
             try:
                 msgs = await self._fetch()
-            except (nats.errors.TimeoutError, TimeoutError):
-                # No message within the wait: nats-py raises either kind. On Python
-                # 3.11 a cancel that comes as the wait ends can arrive as a timeout.
-                if being_cancelled():
-                    raise asyncio.CancelledError from None
-                continue
             except (nats.errors.Error, OSError) as error:
                 if not failing:
                     log.warning("Dead-letter keeper failed to fetch: %r. Retrying.", error)
@@ -92,7 +86,7 @@ class NatsDeadLetterKeeper:
         if self._pull is None:
             self._pull = await self._bind()
         try:
-            return await self._pull.fetch(self._fetch_batch, timeout=1.0)
+            return await fetch_messages(self._pull, self._fetch_batch, 1.0)
         except nats.js.errors.NotFoundError:
             self._pull = None
             raise
