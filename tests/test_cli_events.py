@@ -65,7 +65,7 @@ async def test_replay_twice_has_effect_once(tmp_path: Path) -> None:
 
     expected = (
         "Replayed 2 of 2 matching events to feed: 2 deliveries put back to pending, "
-        "0 created, 0 left in flight."
+        "0 created, 0 in flight, put back when they end."
     )
     assert expected in " ".join(first.split())
     assert expected in " ".join(second.split())

@@ -161,7 +161,7 @@ def replay(
         f"{counts.published} published again"
         if settings.events.bus_url
         else f"{counts.reset} deliveries put back to pending, {counts.created} created, "
-        f"{counts.in_flight} left in flight"
+        f"{counts.in_flight} in flight, put back when they end"
     )
     console.print(
         f"Replayed {len(counts.events)} of {len(events)} matching events to {names}: {outcome}."

@@ -9,15 +9,18 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from entrepot.config import EventSettings, EventSubscriberSettings, redact_url
 from entrepot.events import workers
 from entrepot.events.bus import MAX_REDELIVER_DELAY_SECONDS, Subscription
-from entrepot.events.database_bus import DatabaseBus
+from entrepot.events.database_bus import DatabaseBus, claim_events
 from entrepot.events.envelope import Event
 from entrepot.events.nats_bus import servers_of
+from entrepot.events.replay import EventFilter, ReplayCounts, matching_events, replay_events
+from entrepot.events.resend import put_back
 from entrepot.spokes.failures import RetryLater
-from entrepot.store.tables import EventDelivery
+from entrepot.store.tables import EventDeadLetter, EventDelivery
 from entrepot.store.types import utc_now
 from tests.event_store import ORDER_TYPES, publish, store_in, write_order_events
 from tests.webhook_receiver import RECEIVER_SECRET, running_receiver
@@ -54,6 +57,82 @@ async def test_huge_retry_after_capped(tmp_path: Path) -> None:
     assert delivery.attempts == 1
     latest = utc_now() + timedelta(seconds=MAX_REDELIVER_DELAY_SECONDS)
     assert latest - timedelta(seconds=10) < delivery.next_attempt_at <= latest
+
+
+@pytest.mark.parametrize("first_call", ["succeeds", "fails its last attempt"])
+async def test_replay_during_flight_sends_again(tmp_path: Path, first_call: str) -> None:
+    """An event replayed while its delivery is in flight is handed to the subscriber
+    again once that delivery ends, with no attempts used, whatever its outcome."""
+    database = store_in(tmp_path)
+    events = write_order_events(database, (1001,))
+    feed = Subscription("feed", FEED.types, max_deliveries=1, redeliver_after_seconds=0.01)
+    await publish(database, feed, events[:1])
+    bus = DatabaseBus(database, owner="test", poll_interval=0.05)
+    calls: list[str] = []
+    in_call, go_on = asyncio.Event(), asyncio.Event()
+    stopping = False
+
+    async def handle(event: Event) -> None:
+        calls.append(event.id)
+        if len(calls) == 1:
+            in_call.set()
+            await go_on.wait()
+            if first_call != "succeeds":
+                raise RetryLater("HTTP 503")
+
+    task = asyncio.create_task(bus.run_subscriber(feed, handle, lambda: stopping))
+    await asyncio.wait_for(in_call.wait(), 10)
+    first = EventFilter(types=frozenset({events[0].type}))
+
+    def replay_first(session: Session) -> ReplayCounts:
+        chosen = matching_events(session, first)
+        return replay_events(session, chosen, {"feed": feed.types}, by="test", resend=put_back)
+
+    counts = await asyncio.to_thread(database.write, replay_first)
+    go_on.set()
+    for _ in range(200):
+        if len(calls) == 2:
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.2)
+    stopping = True
+    await asyncio.wait_for(task, 10)
+    with database.read() as session:
+        delivery = session.scalars(select(EventDelivery)).one()
+        letters = session.scalars(select(EventDeadLetter)).all()
+
+    assert (counts.in_flight, counts.reset) == (1, 0)
+    assert calls == [events[0].id, events[0].id]
+    assert (delivery.status, delivery.attempts, delivery.resend_requested) == ("done", 1, False)
+    assert letters == []
+
+
+async def test_abandoned_last_delivery_resent_when_asked(tmp_path: Path) -> None:
+    """A delivery abandoned on its last attempt after a replay asked for it again is
+    claimed afresh instead of dead-lettered."""
+    database = store_in(tmp_path)
+    events = write_order_events(database, (1001,))
+    feed = Subscription("feed", FEED.types, max_deliveries=2)
+    await publish(database, feed, events[:1])
+
+    def abandon(session: Session) -> None:
+        delivery = session.scalars(select(EventDelivery)).one()
+        delivery.status, delivery.attempts, delivery.resend_requested = "in_flight", 2, True
+        delivery.lease_owner, delivery.lease_expires_at = "dead", utc_now() - timedelta(seconds=1)
+
+    database.write(abandon)
+    claimed = database.write(lambda s: claim_events(s, feed, "test", 10))
+    with database.read() as session:
+        delivery = session.scalars(select(EventDelivery)).one()
+        letters = session.scalars(select(EventDeadLetter)).all()
+
+    assert [(item.event.id, item.attempts) for item in claimed] == [(events[0].id, 1)]
+    assert (delivery.status, delivery.lease_owner, delivery.resend_requested) == (
+        "in_flight",
+        "test",
+        False,
+    )
+    assert letters == []
 
 
 async def test_stop_cuts_off_slow_subscriber(

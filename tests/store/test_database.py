@@ -6,12 +6,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.exc import IntegrityError, OperationalError
 from typer.testing import CliRunner
 
 from entrepot.cli import app
 from entrepot.store.database import Database, is_retryable, with_default_driver
+from entrepot.store.migrate import upgrade_to_head
+from entrepot.store.tables import Base
 
 
 @pytest.mark.parametrize(
@@ -53,7 +57,28 @@ def test_db_upgrade_creates_postgresql_schema(tmp_path: Path, postgres_url: str)
     assert result.exit_code == 0, result.output
     assert "Store is up to date." in result.output
     assert {"receipts", "deliveries", "erp_links", "outbox_events"} <= tables
-    assert versions == ["0006"]
+    assert versions == ["0007"]
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_migrations_build_the_tables(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The migrations leave the schema that the table classes describe, column for
+    column and index for index."""
+    if engine == "sqlite":
+        url = f"sqlite:///{tmp_path / 'entrepot.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    database = Database(url)
+    try:
+        upgrade_to_head(database)
+        with database.engine.connect() as connection:
+            differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    finally:
+        database.dispose()
+
+    assert differences == []
 
 
 @pytest.mark.parametrize(

@@ -334,6 +334,9 @@ def claim_events(
     lease = now + timedelta(seconds=subscription.ack_wait_seconds)
     claimed = []
     for delivery, envelope in rows:
+        if delivery.resend_requested:
+            # The abandoned delivery was to be sent again: this claim is that resend.
+            delivery.attempts, delivery.resend_requested = 0, False
         if delivery.status == IN_FLIGHT and delivery.attempts >= subscription.max_deliveries:
             _dead_letter_abandoned(session, subscription, delivery, Event.model_validate(envelope))
             continue
@@ -376,19 +379,39 @@ def record_outcome(
     now = utc_now()
     delivery.lease_owner = None
     delivery.lease_expires_at = None
+    if delivery.resend_requested:
+        _start_over(delivery, subscription, failure)
+        return
     if failure is None:
         delivery.status, delivery.finished_at = DONE, now
         return
     delivery.last_error = failure.reason
     retry = isinstance(failure, RetryLater) and item.attempts < subscription.max_deliveries
     if retry:
-        delay = getattr(failure, "retry_after", None) or subscription.redeliver_after_seconds
-        delay = min(delay, MAX_REDELIVER_DELAY_SECONDS)
         delivery.status = PENDING
-        delivery.next_attempt_at = now + timedelta(seconds=delay)
+        delivery.next_attempt_at = now + timedelta(seconds=_delay(subscription, failure))
         return
     delivery.status, delivery.finished_at = DEAD, now
     _dead_letter(session, subscription, item, failure)
+
+
+def _start_over(
+    delivery: EventDelivery, subscription: Subscription, failure: DeliveryFailure | None
+) -> None:
+    """Put back, with no attempts used, a delivery that a replay or a retry asked
+    for again while it was in flight; after a failure it waits as a retry would."""
+    delay = 0.0 if failure is None else _delay(subscription, failure)
+    delivery.status = PENDING
+    delivery.attempts = 0
+    delivery.resend_requested = False
+    delivery.next_attempt_at = utc_now() + timedelta(seconds=delay)
+    delivery.last_error = None if failure is None else failure.reason
+
+
+def _delay(subscription: Subscription, failure: DeliveryFailure) -> float:
+    """Seconds before the next attempt after ``failure``: its Retry-After, if any."""
+    delay = getattr(failure, "retry_after", None) or subscription.redeliver_after_seconds
+    return float(min(delay, MAX_REDELIVER_DELAY_SECONDS))
 
 
 def _dead_letter_abandoned(
@@ -410,7 +433,9 @@ def release(session: Session, items: Sequence[ClaimedEvent]) -> None:
         if not _still_claimed(delivery, item):
             continue
         delivery.status = PENDING
-        delivery.attempts -= 1
+        # A resend asked for during the claim is met by the next delivery.
+        delivery.attempts = 0 if delivery.resend_requested else delivery.attempts - 1
+        delivery.resend_requested = False
         delivery.lease_owner = None
         delivery.lease_expires_at = None
 

@@ -2,7 +2,8 @@
 
 A replay and a retried event dead letter both do it. On the database bus the
 event's delivery to the subscriber goes back to pending with its attempts at 0,
-or is created when the subscriber was added after the event. On NATS the event
+or is created when the subscriber was added after the event; a delivery in
+flight goes back so when it ends. On NATS the event
 is published again on the subscriber's own resend subject, which only that
 subscriber handles. Either way the subscriber's check of the event id makes an
 event it already handled have no effect the second time.
@@ -67,7 +68,8 @@ def put_back(session: Session, subscriber: str, events: Sequence[OutboxEvent]) -
 
 def put_back_one(session: Session, subscriber: str, event: OutboxEvent) -> Redelivery:
     """Put the delivery of ``event`` to ``subscriber`` back to pending, with its
-    attempts at 0, or create it. A delivery in flight is left to finish."""
+    attempts at 0, or create it. A delivery in flight finishes first, then is put
+    back so."""
     delivery = session.scalars(
         select(EventDelivery)
         .where(EventDelivery.subscriber == subscriber, EventDelivery.outbox_id == event.id)
@@ -90,6 +92,8 @@ def put_back_one(session: Session, subscriber: str, event: OutboxEvent) -> Redel
         session.flush()
         return Redelivery.CREATED
     if delivery.status == IN_FLIGHT:
+        # A worker holds it: it goes back to pending once that delivery ends.
+        delivery.resend_requested = True
         return Redelivery.IN_FLIGHT
 
     delivery.status = PENDING
