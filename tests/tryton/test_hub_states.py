@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +52,11 @@ async def test_refused_and_held_orders_keep_their_reason(
             assert (await hub.post_webhook(body)).status_code == 200
         await wait_until(lambda: _in_state(hub, "5900004", "accepted"), 60, "good order")
         await wait_until(lambda: _in_state(hub, "5900003", "credit_hold"), 60, "held order")
-        views = {key: await hub.order(key) for key in ("5900001", "5900002", "5900003")}
+        # Let the hold be checked again twice, then read the order between two checks,
+        # when its delivery waits rather than runs the current check.
+        await asyncio.sleep(1.2)
+        views = {key: await hub.order(key) for key in ("5900001", "5900002")}
+        views["5900003"] = await _waiting_view(hub, "5900003")
 
         party, category = hold
         await spoke.rpc.model(
@@ -86,6 +92,16 @@ async def _hold_customer(spoke: TrytonSpoke, identifier: str) -> tuple[int, int]
         ],
     )
     return int(party), int(category)
+
+
+async def _waiting_view(hub: Any, key: str) -> dict[str, Any]:
+    """Return the order's view once it shows its first delivery pending."""
+    deadline = time.monotonic() + 10
+    while (view := await hub.order(key))["deliveries"][0]["status"] != "pending":
+        assert time.monotonic() < deadline, f"order {key} shows no pending delivery in 10 s"
+        await asyncio.sleep(0.02)
+    result: dict[str, Any] = view
+    return result
 
 
 async def _in_state(hub: Any, key: str, state: str) -> bool:
