@@ -14,11 +14,12 @@ from sqlalchemy.orm import Session
 from entrepot.config import EventSettings, EventSubscriberSettings, redact_url
 from entrepot.events import workers
 from entrepot.events.bus import MAX_REDELIVER_DELAY_SECONDS, Subscription
-from entrepot.events.database_bus import DatabaseBus, claim_events
+from entrepot.events.database_bus import DatabaseBus, claim_events, record_outcome
 from entrepot.events.envelope import Event
 from entrepot.events.nats_bus import servers_of
 from entrepot.events.replay import EventFilter, ReplayCounts, matching_events, replay_events
 from entrepot.events.resend import put_back
+from entrepot.events.subscriptions import unsubscribe
 from entrepot.spokes.failures import RetryLater
 from entrepot.store.tables import EventDeadLetter, EventDelivery
 from entrepot.store.types import utc_now
@@ -176,3 +177,25 @@ def test_bus_url_shown_without_password() -> None:
 
     assert redact_url(url) == "nats://***@127.0.0.1:4222,nats://127.0.0.1:4223"
     assert servers_of(url) == ["nats://user:s3cret@127.0.0.1:4222", "nats://127.0.0.1:4223"]
+
+
+async def test_unsubscribe_drops_resend_requests(tmp_path: Path) -> None:
+    """Unsubscribing ends the requests to send again the deliveries still in flight,
+    so they end as done instead of coming back for a subscriber that is gone."""
+    database = store_in(tmp_path)
+    events = write_order_events(database, (1001,))
+    await publish(database, FEED, events)
+    [held] = database.write(lambda s: claim_events(s, FEED, "test", 10))
+
+    def request_resend(session: Session) -> None:
+        session.get_one(EventDelivery, held.delivery_id).resend_requested = True
+
+    database.write(request_resend)
+    removed = database.write(lambda s: unsubscribe(s, "feed"))
+    database.write(lambda s: record_outcome(s, FEED, held, None))
+    with database.read() as session:
+        delivery = session.get_one(EventDelivery, held.delivery_id)
+
+    assert removed == 2
+    assert delivery.resend_requested is False
+    assert delivery.status == "done"

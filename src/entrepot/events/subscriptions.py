@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from entrepot.events.database_bus import PENDING
+from entrepot.events.database_bus import IN_FLIGHT, PENDING
 from entrepot.store.tables import EventDelivery, EventSubscription
 
 
@@ -61,6 +61,12 @@ def unsubscribe(session: Session, name: str) -> int:
         delete(EventDelivery).where(
             EventDelivery.subscriber == name, EventDelivery.status == PENDING
         )
+    )
+    # A replay's request to send an event in flight again ends with the subscriber.
+    session.execute(
+        update(EventDelivery)
+        .where(EventDelivery.subscriber == name, EventDelivery.status == IN_FLIGHT)
+        .values(resend_requested=False)
     )
     session.delete(subscription)
     return int(removed.rowcount or 0)  # type: ignore[attr-defined]
