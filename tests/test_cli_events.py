@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
+from entrepot import cli
 from entrepot.cli import app
 from entrepot.config import EventSubscriberSettings, load_settings
 from entrepot.events.bus import Subscription
@@ -253,6 +255,41 @@ async def test_event_dlq_commands(tmp_path: Path) -> None:
     assert "retried" in table.output
     assert "discarded" in table.output
     assert json.loads(still_open.output) == []
+
+
+@pytest.mark.parametrize("width", [80, 200])
+async def test_event_dlq_list_fits_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, width: int
+) -> None:
+    """The listing shows each dead letter's whole reason, brackets included, in blocks
+    of lines on a narrow terminal and in a table on a wide one."""
+    database = store_in(tmp_path)
+    events = write_order_events(database, (1001,))
+    await publish(database, FEED, events[:1])
+    reason = "HTTP 404 for [/orders/1001], [bold]see the feed's log[/bold]"
+    recorded = f"refused after 1 deliveries: {reason}"
+
+    async def reject(event: Event) -> None:
+        raise PermanentFailure(reason)
+
+    await drain(database, FEED, reject)
+    monkeypatch.setattr(cli.console, "_width", width)
+    listed = runner.invoke(app, ["events", "dlq", "list", "--data-dir", str(tmp_path)])
+    lines = [line.rstrip() for line in listed.output.splitlines()]
+
+    assert listed.exit_code == 0, listed.output
+    assert max(len(line) for line in lines) <= width
+    if width < cli.NARROW_WIDTH:
+        assert lines[0].split() == ["id", "1"]
+        assert lines[3].split() == ["subject", order_subject_of(1001)]
+        assert lines[6].startswith("reason")
+        assert " ".join(" ".join(lines[6:]).split()) == f"reason {recorded}"
+    else:
+        header = [cell.strip() for cell in lines[1].strip("┃").split("┃")]
+        row = [cell.strip() for cell in lines[3].strip("│").split("│")]
+        assert header == ["id", "subscriber", "type", "subject", "status", "attempts", "reason"]
+        assert row[3] == order_subject_of(1001)
+        assert row[6] == recorded
 
 
 async def test_unsubscribe_stops_new_deliveries(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import asyncio
 import getpass
 import importlib.util
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from entrepot.cli_pushes import pushes_app
 from entrepot.cli_tryton import tryton_server
@@ -38,6 +39,10 @@ app.add_typer(pushes_app, name="pushes")
 app.command("tryton-server")(tryton_server)
 
 console = Console()
+
+# Terminals narrower than this get the dead-letter listings as blocks, because their
+# seven columns, with long subjects and reasons, wrap a table into narrow strips.
+NARROW_WIDTH = 120
 
 
 class DeadLetterFilter(StrEnum):
@@ -350,19 +355,21 @@ def orders_list(
     if as_json:
         console.print_json(json.dumps(views))
         return
-    table = _table("order", "account", "state", "total", "ERP id", "correlation id", "error")
-    for view in views:
-        total = f"{view['total']} {view['currency']}" if view["total"] is not None else ""
-        table.add_row(
-            view["order_number"] or view["channel_order_id"],
-            view["account"],
-            view["state"],
-            total,
-            view["erp_id"] or "",
-            view["correlation_id"],
-            view["last_error"] or "",
-        )
-    console.print(table)
+    columns = ("order", "account", "state", "total", "ERP id", "correlation id", "error")
+    _print_rows(columns, [_order_row(view) for view in views])
+
+
+def _order_row(view: dict[str, Any]) -> tuple[str, ...]:
+    total = f"{view['total']} {view['currency']}" if view["total"] is not None else ""
+    return (
+        view["order_number"] or view["channel_order_id"],
+        view["account"],
+        view["state"],
+        total,
+        view["erp_id"] or "",
+        view["correlation_id"],
+        view["last_error"] or "",
+    )
 
 
 @orders_app.command("show")
@@ -411,9 +418,9 @@ def dlq_list(
     if as_json:
         console.print_json(json.dumps(views))
         return
-    table = _table("id", "stage", "kind", "target", "status", "correlation id", "reason")
-    for view in views:
-        table.add_row(
+    columns = ("id", "stage", "kind", "target", "status", "correlation id", "reason")
+    rows = [
+        (
             str(view["id"]),
             view["stage"],
             view["kind"],
@@ -422,7 +429,9 @@ def dlq_list(
             view["correlation_id"],
             view["reason"],
         )
-    console.print(table)
+        for view in views
+    ]
+    _print_rows(columns, rows, blocks_when_narrow=True)
 
 
 @dlq_app.command("show")
@@ -506,11 +515,31 @@ def _operate(
     console.print(f"Dead letter {dead_letter_id} {done}.")
 
 
-def _table(*columns: str) -> Table:
+def _print_rows(
+    columns: Sequence[str], rows: Iterable[Sequence[str]], *, blocks_when_narrow: bool = False
+) -> None:
+    """Print ``rows`` under ``columns`` as a table, or, when ``blocks_when_narrow`` and
+    the terminal is narrower than NARROW_WIDTH, as one block of lines per row.
+
+    Values print as they are: brackets in them are not read as console markup.
+    """
+    if blocks_when_narrow and console.width < NARROW_WIDTH:
+        for row in rows:
+            block = Table.grid(padding=(0, 2))
+            block.add_column(no_wrap=True)
+            block.add_column(overflow="fold")
+            for column, value in zip(columns, row, strict=True):
+                block.add_row(column, Text(value))
+            console.print(block)
+            console.print()
+        return
+
     table = Table()
     for column in columns:
         table.add_column(column, overflow="fold")
-    return table
+    for row in rows:
+        table.add_row(*(Text(value) for value in row))
+    console.print(table)
 
 
 def main() -> None:

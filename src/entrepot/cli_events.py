@@ -25,9 +25,9 @@ from entrepot.cli import (
     DataDirOption,
     JsonOption,
     _fail,
+    _print_rows,
     _runtime_database,
     _settings,
-    _table,
     app,
     console,
     operator_name,
@@ -275,13 +275,17 @@ def subscribers(
         ]
         console.print_json(json.dumps(views))
         return
-    table = _table("name", "configured", "types", "pending", "in flight", "done", "dead")
-    for item in found:
-        counts = [str(item.deliveries.get(status, 0)) for status in DELIVERY_STATUSES]
-        table.add_row(
-            item.name, "yes" if item.name in configured else "no", ", ".join(item.types), *counts
+    columns = ("name", "configured", "types", "pending", "in flight", "done", "dead")
+    rows = [
+        (
+            item.name,
+            "yes" if item.name in configured else "no",
+            ", ".join(item.types),
+            *(str(item.deliveries.get(status, 0)) for status in DELIVERY_STATUSES),
         )
-    console.print(table)
+        for item in found
+    ]
+    _print_rows(columns, rows)
 
 
 @events_app.command("unsubscribe")
@@ -346,9 +350,9 @@ def dlq_list(
     if as_json:
         console.print_json(json.dumps(views))
         return
-    table = _table("id", "subscriber", "type", "subject", "status", "attempts", "reason")
-    for view in views:
-        table.add_row(
+    columns = ("id", "subscriber", "type", "subject", "status", "attempts", "reason")
+    rows = [
+        (
             str(view["id"]),
             view["subscriber"],
             view["type"],
@@ -357,7 +361,9 @@ def dlq_list(
             str(view["attempts"]),
             view["reason"],
         )
-    console.print(table)
+        for view in views
+    ]
+    _print_rows(columns, rows, blocks_when_narrow=True)
 
 
 @event_dlq_app.command("show")
