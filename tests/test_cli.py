@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from entrepot.cli import app
+from tests.event_store import store_in
 
 runner = CliRunner()
 
@@ -27,6 +28,14 @@ def test_missing_store_is_an_error(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "No store at" in result.output
     assert not (tmp_path / "typo").exists()
+
+
+def test_order_key_with_brackets_printed(tmp_path: Path) -> None:
+    """A key that reads as console markup is printed as typed, not parsed."""
+    store_in(tmp_path)
+    result = runner.invoke(app, ["orders", "show", "[/x]", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "No order or receipt found for '[/x]'." in result.output
 
 
 def test_unknown_state_filter_rejected(tmp_path: Path) -> None:

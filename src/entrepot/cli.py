@@ -389,11 +389,9 @@ def orders_show(
         try:
             view = tracking.look_up(session, key)
         except tracking.AmbiguousOrderKeyError as exc:
-            console.print(f"[red]{exc}[/red]")
-            raise typer.Exit(2) from exc
+            _fail(str(exc), code=2)
     if view is None:
-        console.print(f"[red]No order or receipt found for {key!r}.[/red]")
-        raise typer.Exit(1)
+        _fail(f"No order or receipt found for {key!r}.")
     console.print_json(json.dumps(view))
 
 
@@ -447,8 +445,7 @@ def dlq_show(
     with database.read() as session:
         view = tracking.dead_letter_detail(session, dead_letter_id)
     if view is None:
-        console.print(f"[red]Dead letter {dead_letter_id} not found.[/red]")
-        raise typer.Exit(1)
+        _fail(f"Dead letter {dead_letter_id} not found.")
     console.print_json(json.dumps(view))
 
 
@@ -510,8 +507,7 @@ def _operate(
     try:
         operation(database, dead_letter_id, operator_name(by))
     except (DeadLetterNotFoundError, DeadLetterClosedError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        _fail(str(exc))
     console.print(f"Dead letter {dead_letter_id} {done}.")
 
 
