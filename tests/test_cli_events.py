@@ -257,6 +257,30 @@ async def test_event_dlq_commands(tmp_path: Path) -> None:
     assert json.loads(still_open.output) == []
 
 
+async def test_event_dlq_retry_needs_subscriber(tmp_path: Path) -> None:
+    """On the database bus a dead letter of an unsubscribed subscriber that no
+    configuration names stays open, because no worker would take its event."""
+    database = store_in(tmp_path)
+    events = write_order_events(database, (1001,))
+    await publish(database, FEED, events[:1])
+
+    async def reject(event: Event) -> None:
+        raise PermanentFailure("the feed has no such order")
+
+    await drain(database, FEED, reject)
+    base = ["--data-dir", str(tmp_path)]
+    removed = runner.invoke(app, ["events", "unsubscribe", "feed", "--by", "ops", *base])
+    retried = runner.invoke(app, ["events", "dlq", "retry", "1", "--by", "ops", *base])
+    with database.read() as session:
+        letter = session.get_one(EventDeadLetter, 1)
+
+    assert removed.exit_code == 0, removed.output
+    assert retried.exit_code == 1
+    assert "Subscriber 'feed' is not in [events.subscribers]" in " ".join(retried.output.split())
+    assert letter.status == "open"
+    assert _deliveries(database, "feed") == {events[0].id: ("dead", 1)}
+
+
 @pytest.mark.parametrize("width", [80, 200])
 async def test_event_dlq_list_fits_terminal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, width: int

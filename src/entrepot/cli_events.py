@@ -297,9 +297,9 @@ def unsubscribe(
 ) -> None:
     """Stop queueing events for a subscriber that was removed from the configuration.
 
-    Its pending deliveries are deleted. Deliveries in flight finish, and its
-    dead letters stay. A worker whose configuration still names it registers it
-    again when it starts.
+    Its pending deliveries are deleted. Deliveries in flight finish, and those that
+    fail are deleted too, with no retry or dead letter. Its dead letters stay. A
+    worker whose configuration still names it registers it again when it starts.
     """
     from entrepot.events.subscriptions import SubscriberNotFoundError
     from entrepot.events.subscriptions import unsubscribe as remove

@@ -14,14 +14,14 @@ from sqlalchemy.orm import Session
 from entrepot.config import EventSettings, EventSubscriberSettings, redact_url
 from entrepot.events import workers
 from entrepot.events.bus import MAX_REDELIVER_DELAY_SECONDS, Subscription
-from entrepot.events.database_bus import DatabaseBus, claim_events, record_outcome
+from entrepot.events.database_bus import DatabaseBus, claim_events, record_outcome, release
 from entrepot.events.envelope import Event
 from entrepot.events.nats_bus import servers_of
 from entrepot.events.replay import EventFilter, ReplayCounts, matching_events, replay_events
 from entrepot.events.resend import put_back
 from entrepot.events.subscriptions import unsubscribe
-from entrepot.spokes.failures import RetryLater
-from entrepot.store.tables import EventDeadLetter, EventDelivery
+from entrepot.spokes.failures import PermanentFailure, RetryLater
+from entrepot.store.tables import EventDeadLetter, EventDelivery, OutboxEvent
 from entrepot.store.types import utc_now
 from tests.event_store import ORDER_TYPES, publish, store_in, write_order_events
 from tests.webhook_receiver import RECEIVER_SECRET, running_receiver
@@ -199,3 +199,57 @@ async def test_unsubscribe_drops_resend_requests(tmp_path: Path) -> None:
     assert removed == 2
     assert delivery.resend_requested is False
     assert delivery.status == "done"
+
+
+def _expire_leases(session: Session) -> None:
+    for delivery in session.scalars(
+        select(EventDelivery).where(EventDelivery.status == "in_flight")
+    ):
+        delivery.lease_expires_at = utc_now() - timedelta(seconds=1)
+
+
+async def test_stale_claim_ignored_after_replay(tmp_path: Path) -> None:
+    """A worker whose lease ran out records nothing over the claim that took its event
+    over, even when a replay set the attempts back in between, so the next event of the
+    subject waits for the new claim."""
+    database = store_in(tmp_path)
+    events = write_order_events(database, (1001,))
+    await publish(database, FEED, events[:2])
+    [paused] = database.write(lambda s: claim_events(s, FEED, "paused", 10))
+    database.write(lambda s: put_back(s, "feed", s.scalars(select(OutboxEvent)).all()[:1]))
+    database.write(_expire_leases)
+    [live] = database.write(lambda s: claim_events(s, FEED, "live", 10))
+
+    database.write(lambda s: record_outcome(s, FEED, paused, None))
+    behind = database.write(lambda s: claim_events(s, FEED, "live", 10))
+    with database.read() as session:
+        delivery = session.get_one(EventDelivery, live.delivery_id)
+
+    assert (paused.attempts, live.attempts) == (1, 1)
+    assert live.event.id == paused.event.id
+    assert (delivery.status, delivery.lease_owner) == ("in_flight", "live")
+    assert behind == []
+
+
+@pytest.mark.parametrize("ending", ["retry", "refusal", "stop"])
+async def test_unsubscribed_during_flight_dropped(tmp_path: Path, ending: str) -> None:
+    """A delivery whose subscriber is unsubscribed while it is in flight, and that then
+    fails or is given back at a stop, is deleted instead of waiting with no worker to
+    take it, and makes no dead letter."""
+    database = store_in(tmp_path)
+    events = write_order_events(database, (1001,))
+    await publish(database, FEED, events[:1])
+    [held] = database.write(lambda s: claim_events(s, FEED, "test", 10))
+    database.write(lambda s: unsubscribe(s, "feed"))
+
+    if ending == "stop":
+        database.write(lambda s: release(s, [held]))
+    else:
+        failure = RetryLater("HTTP 503") if ending == "retry" else PermanentFailure("HTTP 400")
+        database.write(lambda s: record_outcome(s, FEED, held, failure))
+    with database.read() as session:
+        deliveries = session.scalars(select(EventDelivery)).all()
+        letters = session.scalars(select(EventDeadLetter)).all()
+
+    assert deliveries == []
+    assert letters == []

@@ -46,9 +46,13 @@ OPEN = (PENDING, IN_FLIGHT)
 
 @dataclass(frozen=True)
 class ClaimedEvent:
+    """A delivery that this worker claimed. ``claim`` is the delivery's claim count
+    at that time, which distinguishes this claim from any later one."""
+
     delivery_id: int
     attempts: int
     event: Event
+    claim: int
 
 
 class DatabaseBus:
@@ -344,9 +348,9 @@ def claim_events(
         delivery.lease_owner = owner
         delivery.lease_expires_at = lease
         delivery.attempts += 1
-        claimed.append(
-            ClaimedEvent(delivery.id, delivery.attempts, Event.model_validate(envelope))
-        )
+        delivery.claims += 1
+        event = Event.model_validate(envelope)
+        claimed.append(ClaimedEvent(delivery.id, delivery.attempts, event, delivery.claims))
     return claimed
 
 
@@ -385,6 +389,9 @@ def record_outcome(
     if failure is None:
         delivery.status, delivery.finished_at = DONE, now
         return
+    if not _registered(session, subscription.name):
+        _drop_unsubscribed(session, delivery, item)
+        return
     delivery.last_error = failure.reason
     retry = isinstance(failure, RetryLater) and item.attempts < subscription.max_deliveries
     if retry:
@@ -398,8 +405,8 @@ def record_outcome(
 def _start_over(
     delivery: EventDelivery, subscription: Subscription, failure: DeliveryFailure | None
 ) -> None:
-    """Put back, with no attempts used, a delivery that a replay or a retry asked
-    for again while it was in flight; after a failure it waits as a retry would."""
+    """Put back, with no attempts used, a delivery that a replay or a retry requested
+    again while it was in flight. After a failure it waits as a retry would."""
     delay = 0.0 if failure is None else _delay(subscription, failure)
     delivery.status = PENDING
     delivery.attempts = 0
@@ -422,7 +429,7 @@ def _dead_letter_abandoned(
     delivery.lease_owner = None
     delivery.lease_expires_at = None
     failure = RetryLater("the worker stopped or was killed during the last allowed delivery")
-    item = ClaimedEvent(delivery.id, delivery.attempts, event)
+    item = ClaimedEvent(delivery.id, delivery.attempts, event, delivery.claims)
     _dead_letter(session, subscription, item, failure)
 
 
@@ -432,6 +439,9 @@ def release(session: Session, items: Sequence[ClaimedEvent]) -> None:
         delivery = session.get(EventDelivery, item.delivery_id, with_for_update=True)
         if not _still_claimed(delivery, item):
             continue
+        if not _registered(session, delivery.subscriber):
+            _drop_unsubscribed(session, delivery, item)
+            continue
         delivery.status = PENDING
         # A resend asked for during the claim is met by the next delivery.
         delivery.attempts = 0 if delivery.resend_requested else delivery.attempts - 1
@@ -440,14 +450,26 @@ def release(session: Session, items: Sequence[ClaimedEvent]) -> None:
         delivery.lease_expires_at = None
 
 
+def _registered(session: Session, subscriber: str) -> bool:
+    return session.get(EventSubscription, subscriber) is not None
+
+
+def _drop_unsubscribed(session: Session, delivery: EventDelivery, item: ClaimedEvent) -> None:
+    """Delete a delivery that would wait again for a subscriber unsubscribed during
+    its claim, as unsubscribing deleted its pending ones."""
+    session.delete(delivery)
+    log.info(
+        "Event %s not sent again: subscriber %s was unsubscribed while it was in flight.",
+        item.event.id,
+        delivery.subscriber,
+    )
+
+
 def _still_claimed(delivery: EventDelivery | None, item: ClaimedEvent) -> TypeGuard[EventDelivery]:
     """Tell whether ``item``'s claim is the delivery's current one. A claim whose
-    lease ran out may have been taken over since, which counted another attempt."""
-    return (
-        delivery is not None
-        and delivery.status == IN_FLIGHT
-        and delivery.attempts == item.attempts
-    )
+    lease ran out may have been taken over since. The attempts cannot show it,
+    because a replay sets them back to 0, so the claim count is compared."""
+    return delivery is not None and delivery.status == IN_FLIGHT and delivery.claims == item.claim
 
 
 def _dead_letter(

@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from entrepot.events.database_bus import IN_FLIGHT, PENDING
 from entrepot.events.envelope import Event
-from entrepot.store.tables import EventDelivery, OutboxEvent
+from entrepot.store.tables import EventDelivery, EventSubscription, OutboxEvent
 from entrepot.store.types import utc_now
 
 if TYPE_CHECKING:
@@ -41,8 +41,9 @@ class Redelivery(StrEnum):
 
 
 class SubscriberNotConfiguredError(LookupError):
-    """Raised when a NATS resend names a subscriber that no configuration runs: its
-    events would wait in its consumer with no process to take them."""
+    """Raised when a resend names a subscriber that no configuration runs (and, on the
+    database bus, that is not registered): its events would wait with no process to
+    take them."""
 
     def __init__(self, subscriber: str) -> None:
         super().__init__(
@@ -92,7 +93,7 @@ def put_back_one(session: Session, subscriber: str, event: OutboxEvent) -> Redel
         session.flush()
         return Redelivery.CREATED
     if delivery.status == IN_FLIGHT:
-        # A worker holds it: it goes back to pending once that delivery ends.
+        # A worker has claimed it, so it goes back to pending once that delivery ends.
         delivery.resend_requested = True
         return Redelivery.IN_FLIGHT
 
@@ -102,6 +103,21 @@ def put_back_one(session: Session, subscriber: str, event: OutboxEvent) -> Redel
     delivery.last_error = None
     delivery.finished_at = None
     return Redelivery.RESET
+
+
+def _put_back_to_known(configured: frozenset[str]) -> Resend:
+    """Return `put_back` for the subscribers in ``configured`` or registered with the
+    database bus: a delivery for any other would wait with no worker to take it."""
+
+    def resend(
+        session: Session, subscriber: str, events: Sequence[OutboxEvent]
+    ) -> list[Redelivery]:
+        registered = session.get(EventSubscription, subscriber) is not None
+        if not registered and subscriber not in configured:
+            raise SubscriberNotConfiguredError(subscriber)
+        return put_back(session, subscriber, events)
+
+    return resend
 
 
 class NatsResend:
@@ -154,10 +170,13 @@ class NatsResend:
 @contextmanager
 def opened_resend(bus_url: str, configured: frozenset[str] | None = None) -> Iterator[Resend]:
     """Yield the resend of the bus that ``bus_url`` names (empty: the database bus).
-    On NATS, a resend to a subscriber outside ``configured`` raises
-    `SubscriberNotConfiguredError`."""
+
+    A resend to a subscriber outside ``configured`` raises
+    `SubscriberNotConfiguredError`, on the database bus only when the subscriber is
+    not registered with it either.
+    """
     if not bus_url:
-        yield put_back
+        yield put_back if configured is None else _put_back_to_known(configured)
         return
     from entrepot.events.nats_bus import NatsBus
 

@@ -4,7 +4,8 @@ A worker registers each configured subscriber when it starts, and from then on
 publishing queues a delivery of each event of its types. A subscriber removed
 from the configuration stays registered until an operator unsubscribes it,
 which deletes its pending deliveries and stops new ones. Its deliveries in
-flight finish as they would, and its handled deliveries and dead letters stay.
+flight finish, and those that fail or are given back at a stop are deleted then,
+with no retry or dead letter. Its handled deliveries and dead letters stay.
 """
 
 from __future__ import annotations

@@ -392,6 +392,8 @@ class EventDelivery(Base):
     subject: Mapped[str] = mapped_column(String(400))
     status: Mapped[str] = mapped_column(String(20), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # How many times a worker claimed it; unlike attempts, never set back.
+    claims: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     next_attempt_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utc_now)
     lease_owner: Mapped[str | None] = mapped_column(String(80))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
