@@ -5,9 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from entrepot import terminal
 from entrepot.cli import app
+from entrepot.store.pushes import enqueue_push
+from entrepot.store.tables import ChannelPush
 from tests.event_store import store_in
 
 runner = CliRunner()
@@ -117,3 +122,23 @@ def test_store_command_closes_its_connections(tmp_path: Path) -> None:
     assert upgraded.exit_code == 0, upgraded.output
     assert listed.exit_code == 0, listed.output
     assert others == 0
+
+
+def test_push_error_printed_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A push's error with brackets and terminal escape codes lists without a crash,
+    the brackets as they are and the escape codes made visible."""
+    database = store_in(tmp_path)
+    error = "HTTP 404 for [/admin/orders/1001] \x1b[2J\x1b[31mgone"
+
+    def fail_one(session: Session) -> None:
+        enqueue_push(session, "shopify", "acme", "inventory", "SKU-1", {"available": 3})
+        row = session.scalars(select(ChannelPush)).one()
+        row.status, row.last_error = "dead", error
+
+    database.write(fail_one)
+    monkeypatch.setattr(terminal.console, "_width", 200)
+    listed = runner.invoke(app, ["pushes", "list", "--data-dir", str(tmp_path)])
+
+    assert listed.exit_code == 0, listed.output
+    assert "\x1b" not in listed.output
+    assert "HTTP 404 for [/admin/orders/1001] \\x1b[2J\\x1b[31mgone" in listed.output

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from entrepot import cli
+from entrepot import terminal
 from entrepot.cli import app
 from entrepot.config import EventSubscriberSettings, load_settings
 from entrepot.events.bus import Subscription
@@ -281,6 +281,28 @@ async def test_event_dlq_retry_needs_subscriber(tmp_path: Path) -> None:
     assert _deliveries(database, "feed") == {events[0].id: ("dead", 1)}
 
 
+@pytest.mark.parametrize("name", ["[/x]", "[bold]Ann[/bold]", ":smile:"])
+async def test_event_dlq_discard_names_operator(tmp_path: Path, name: str) -> None:
+    """A --by name that reads as console markup or an emoji code prints as typed."""
+    database = store_in(tmp_path)
+    events = write_order_events(database, (1001,))
+    await publish(database, FEED, events[:1])
+
+    async def reject(event: Event) -> None:
+        raise PermanentFailure("the feed has no such order")
+
+    await drain(database, FEED, reject)
+    discarded = runner.invoke(
+        app, ["events", "dlq", "discard", "1", "--by", name, "--data-dir", str(tmp_path)]
+    )
+    with database.read() as session:
+        letter = session.get_one(EventDeadLetter, 1)
+
+    assert discarded.exit_code == 0, discarded.output
+    assert f"Event dead letter 1 discarded by {name} " in discarded.output
+    assert letter.resolved_by == name
+
+
 @pytest.mark.parametrize("width", [80, 200])
 async def test_event_dlq_list_fits_terminal(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, width: int
@@ -297,13 +319,13 @@ async def test_event_dlq_list_fits_terminal(
         raise PermanentFailure(reason)
 
     await drain(database, FEED, reject)
-    monkeypatch.setattr(cli.console, "_width", width)
+    monkeypatch.setattr(terminal.console, "_width", width)
     listed = runner.invoke(app, ["events", "dlq", "list", "--data-dir", str(tmp_path)])
     lines = [line.rstrip() for line in listed.output.splitlines()]
 
     assert listed.exit_code == 0, listed.output
     assert max(len(line) for line in lines) <= width
-    if width < cli.NARROW_WIDTH:
+    if width < terminal.NARROW_WIDTH:
         assert lines[0].split() == ["id", "1"]
         assert lines[3].split() == ["subject", order_subject_of(1001)]
         assert lines[6].startswith("reason")

@@ -6,24 +6,21 @@ import asyncio
 import getpass
 import importlib.util
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
 from entrepot.cli_pushes import pushes_app
 from entrepot.cli_tryton import tryton_server
 from entrepot.config import Settings, load_settings
 from entrepot.hub.lifecycle import OrderState
 from entrepot.observability.logging import configure_logging
+from entrepot.terminal import console, fail, print_rows
 
 if TYPE_CHECKING:
     from entrepot.runtime import Runtime
@@ -37,12 +34,6 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(db_app, name="db")
 app.add_typer(pushes_app, name="pushes")
 app.command("tryton-server")(tryton_server)
-
-console = Console()
-
-# Terminals narrower than this get the dead-letter listings as blocks, because their
-# seven columns, with long subjects and reasons, wrap a table into narrow strips.
-NARROW_WIDTH = 120
 
 
 class DeadLetterFilter(StrEnum):
@@ -82,9 +73,9 @@ def _settings(config: Path | None, data_dir: Path | None = None, **server: Any) 
     try:
         settings = load_settings(config, **overrides)
     except ValidationError as exc:
-        _fail("Invalid configuration:\n" + _settings_errors(exc), code=2)
+        fail("Invalid configuration:\n" + _settings_errors(exc), code=2)
     except (FileNotFoundError, ValueError) as exc:
-        _fail(f"Invalid configuration: {exc}", code=2)
+        fail(f"Invalid configuration: {exc}", code=2)
     configure_logging(settings.logging.level, settings.logging.format)
     return settings
 
@@ -95,12 +86,6 @@ def _settings_errors(exc: ValidationError) -> str:
         path = ".".join(str(part) for part in error["loc"])
         lines.append(f"  {path}: {error['msg']}")
     return "\n".join(lines)
-
-
-def _fail(message: str, *, code: int = 1) -> NoReturn:
-    # Escaped, so that a "[store]" in the message is printed rather than read as markup.
-    console.print(f"[red]{escape(message)}[/red]", soft_wrap=True, highlight=False)
-    raise typer.Exit(code)
 
 
 @app.command()
@@ -189,7 +174,7 @@ def shopify_sim(
             shops=(ShopSettings(domain=shop, access_token=access_token),),
         )
     except ValueError as exc:
-        _fail(f"Invalid simulator option: {exc}", code=2)
+        fail(f"Invalid simulator option: {exc}", code=2)
     serve(settings)
 
 
@@ -228,7 +213,7 @@ def demo(
 
     configure_logging("WARNING")
     if erp is DemoErpKind.TRYTON and importlib.util.find_spec("trytond") is None:
-        _fail(
+        fail(
             "Demo not started: --erp tryton needs Tryton; install it with "
             "pip install 'entrepot[tryton]', or run scripts/demo --erp tryton.",
             code=2,
@@ -242,7 +227,7 @@ def demo(
             erp_kind=erp.value,
         )
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        _fail(f"Demo not started: {exc}", code=2)
+        fail(f"Demo not started: {exc}", code=2)
     raise typer.Exit(0 if passed else 1)
 
 
@@ -283,7 +268,7 @@ def _create_data_dir(settings: Settings) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        _fail(
+        fail(
             f"Invalid configuration: cannot create the data folder {path.parent}: "
             f"{exc.strerror or exc}; check --data-dir or [store] data_dir.",
             code=2,
@@ -300,7 +285,7 @@ def _store_opening(settings: Settings) -> Iterator[None]:
         yield
     except OperationalError as exc:
         masked_url = make_url(settings.store.database_url()).render_as_string(hide_password=True)
-        _fail(
+        fail(
             f"Cannot open the store at {masked_url}: {exc.orig}; check --data-dir or [store] url."
         )
 
@@ -314,7 +299,7 @@ def _runtime_database(config: Path | None, data_dir: Path | None) -> Any:
     url = settings.store.database_url()
     path = sqlite_path(url)
     if path is not None and not path.is_file():
-        _fail(f"No store at {path}; check --data-dir, or start `entrepot run` there first.")
+        fail(f"No store at {path}; check --data-dir, or start `entrepot run` there first.")
     with _store_opening(settings):
         database = Database(url)
         upgrade_to_head(database)
@@ -356,7 +341,7 @@ def orders_list(
         console.print_json(json.dumps(views))
         return
     columns = ("order", "account", "state", "total", "ERP id", "correlation id", "error")
-    _print_rows(columns, [_order_row(view) for view in views])
+    print_rows(columns, [_order_row(view) for view in views])
 
 
 def _order_row(view: dict[str, Any]) -> tuple[str, ...]:
@@ -389,9 +374,9 @@ def orders_show(
         try:
             view = tracking.look_up(session, key)
         except tracking.AmbiguousOrderKeyError as exc:
-            _fail(str(exc), code=2)
+            fail(str(exc), code=2)
     if view is None:
-        _fail(f"No order or receipt found for {key!r}.")
+        fail(f"No order or receipt found for {key!r}.")
     console.print_json(json.dumps(view))
 
 
@@ -429,7 +414,7 @@ def dlq_list(
         )
         for view in views
     ]
-    _print_rows(columns, rows, blocks_when_narrow=True)
+    print_rows(columns, rows, blocks_when_narrow=True)
 
 
 @dlq_app.command("show")
@@ -445,7 +430,7 @@ def dlq_show(
     with database.read() as session:
         view = tracking.dead_letter_detail(session, dead_letter_id)
     if view is None:
-        _fail(f"Dead letter {dead_letter_id} not found.")
+        fail(f"Dead letter {dead_letter_id} not found.")
     console.print_json(json.dumps(view))
 
 
@@ -463,7 +448,7 @@ def operator_name(by: str | None) -> str:
         return getpass.getuser()[:MAX_OPERATOR_CHARS]
     name = by.strip()
     if not name or len(name) > MAX_OPERATOR_CHARS:
-        _fail(f"Invalid --by {by!r}: give a name of 1 to {MAX_OPERATOR_CHARS} characters.", code=2)
+        fail(f"Invalid --by {by!r}: give a name of 1 to {MAX_OPERATOR_CHARS} characters.", code=2)
     return name
 
 
@@ -507,35 +492,8 @@ def _operate(
     try:
         operation(database, dead_letter_id, operator_name(by))
     except (DeadLetterNotFoundError, DeadLetterClosedError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(f"Dead letter {dead_letter_id} {done}.")
-
-
-def _print_rows(
-    columns: Sequence[str], rows: Iterable[Sequence[str]], *, blocks_when_narrow: bool = False
-) -> None:
-    """Print ``rows`` under ``columns`` as a table, or, when ``blocks_when_narrow`` and
-    the terminal is narrower than NARROW_WIDTH, as one block of lines per row.
-
-    Values print as they are: brackets in them are not read as console markup.
-    """
-    if blocks_when_narrow and console.width < NARROW_WIDTH:
-        for row in rows:
-            block = Table.grid(padding=(0, 2))
-            block.add_column(no_wrap=True)
-            block.add_column(overflow="fold")
-            for column, value in zip(columns, row, strict=True):
-                block.add_row(column, Text(value))
-            console.print(block)
-            console.print()
-        return
-
-    table = Table()
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*(Text(value) for value in row))
-    console.print(table)
 
 
 def main() -> None:

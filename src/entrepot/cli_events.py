@@ -24,15 +24,13 @@ from entrepot.cli import (
     ConfigOption,
     DataDirOption,
     JsonOption,
-    _fail,
-    _print_rows,
     _runtime_database,
     _settings,
     app,
-    console,
     operator_name,
 )
 from entrepot.config import Settings
+from entrepot.terminal import console, fail, print_rows
 
 if TYPE_CHECKING:
     from entrepot.events.replay import ReplayCounts
@@ -123,10 +121,10 @@ def replay(
     unknown = sorted(set(event_types or ()) - EVENT_TYPES)
     if unknown:
         known = ", ".join(sorted(EVENT_TYPES))
-        _fail(f"Unknown event type {', '.join(unknown)}; known types: {known}.", code=2)
+        fail(f"Unknown event type {', '.join(unknown)}; known types: {known}.", code=2)
     since_time, until_time = _parse_time("--since", since), _parse_time("--until", until)
     if since_time is not None and until_time is not None and since_time >= until_time:
-        _fail(f"--since {since} is not before --until {until}; nothing could match.", code=2)
+        fail(f"--since {since} is not before --until {until}; nothing could match.", code=2)
     event_filter = EventFilter(
         since=since_time,
         until=until_time,
@@ -193,7 +191,7 @@ def _replay_in_batches(
                 counts.merge(database.write(work))
                 progress.advance(task, len(batch))
     except DeliveryFailure as failure:
-        _fail(
+        fail(
             f"Replay stopped after {len(counts.events)} of {len(events)} events: "
             f"{failure.reason}. Running it again is safe."
         )
@@ -209,7 +207,7 @@ def _parse_time(option: str, text: str | None) -> datetime | None:
             moment = moment.replace(tzinfo=UTC)
         return moment.astimezone(UTC)
     except (ValueError, OverflowError):
-        _fail(
+        fail(
             f"Invalid {option} {text!r}: expected an ISO 8601 time between the years 1 and "
             "9999, such as 2026-12-04T10:00:00Z.",
             code=2,
@@ -224,19 +222,19 @@ def _replay_subscribers(
     from entrepot.events.replay import registered_subscribers
 
     if (name is None) == (not every):
-        _fail("Give either --subscriber NAME or --all-subscribers.", code=2)
+        fail("Give either --subscriber NAME or --all-subscribers.", code=2)
     known = registered_subscribers(session)
     known.update(
         {key: frozenset(value.types) for key, value in settings.events.subscribers.items()}
     )
     if every:
         if not known:
-            _fail("No subscribers are configured or registered; nothing to replay to.")
+            fail("No subscribers are configured or registered; nothing to replay to.")
         return known
     assert name is not None
     if name not in known:
         listed = ", ".join(sorted(known)) or "none"
-        _fail(f"Subscriber {name!r} not found; known subscribers: {listed}.")
+        fail(f"Subscriber {name!r} not found; known subscribers: {listed}.")
     return {name: known[name]}
 
 
@@ -285,7 +283,7 @@ def subscribers(
         )
         for item in found
     ]
-    _print_rows(columns, rows)
+    print_rows(columns, rows)
 
 
 @events_app.command("unsubscribe")
@@ -306,7 +304,7 @@ def unsubscribe(
 
     operator = operator_name(by)
     if name in _settings(config, data_dir).events.subscribers:
-        _fail(
+        fail(
             f"Subscriber {name!r} is still in [events.subscribers]; remove it there and "
             "restart the workers first, or they register it again."
         )
@@ -314,7 +312,7 @@ def unsubscribe(
     try:
         removed = database.write(lambda session: remove(session, name))
     except SubscriberNotFoundError as exc:
-        _fail(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
+        fail(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
     log.info(
         "Subscriber %s unsubscribed by %s; %d pending deliveries deleted.",
         name,
@@ -363,7 +361,7 @@ def dlq_list(
         )
         for view in views
     ]
-    _print_rows(columns, rows, blocks_when_narrow=True)
+    print_rows(columns, rows, blocks_when_narrow=True)
 
 
 @event_dlq_app.command("show")
@@ -379,7 +377,7 @@ def dlq_show(
     with database.read() as session:
         view = event_dead_letter_detail(session, dead_letter_id)
     if view is None:
-        _fail(f"Event dead letter {dead_letter_id} not found.")
+        fail(f"Event dead letter {dead_letter_id} not found.")
     console.print_json(json.dumps(view))
 
 
@@ -441,9 +439,9 @@ def _act(
         EventDeadLetterClosedError,
         SubscriberNotConfiguredError,
     ) as exc:
-        _fail(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
+        fail(f"{str(exc)[0].upper()}{str(exc)[1:]}.")
     except DeliveryFailure as failure:
-        _fail(f"The event bus is unavailable: {failure.reason}.")
+        fail(f"The event bus is unavailable: {failure.reason}.")
     console.print(
         f"Event dead letter {dead_letter_id} {done} by {operator} "
         f"(event {letter.event_id} to subscriber {letter.subscriber})."

@@ -8,13 +8,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
+
+from entrepot.terminal import console, fail, print_rows
 
 pushes_app = typer.Typer(
     help="Pushes back to channels: fulfillments and inventory levels.", no_args_is_help=True
 )
-console = Console()
 
 
 class PushFilter(StrEnum):
@@ -44,11 +43,9 @@ def pushes_list(
     if as_json:
         console.print_json(json.dumps(views))
         return
-    table = Table()
-    for column in ("id", "kind", "shop", "key", "status", "attempts", "error"):
-        table.add_column(column, overflow="fold")
-    for view in views:
-        table.add_row(
+    columns = ("id", "kind", "shop", "key", "status", "attempts", "error")
+    rows = [
+        (
             str(view["id"]),
             view["kind"],
             view["account"],
@@ -57,7 +54,9 @@ def pushes_list(
             str(view["attempts"]),
             view["last_error"] or "",
         )
-    console.print(table)
+        for view in views
+    ]
+    print_rows(columns, rows, blocks_when_narrow=True)
 
 
 @pushes_app.command("retry")
@@ -76,8 +75,7 @@ def pushes_retry(
     try:
         database.write(lambda session: retry_push(session, push_id, operator))
     except PushNotRetryableError as exc:
-        console.print(f"Push not retried: {exc}.", markup=False)
-        raise typer.Exit(1) from exc
+        fail(f"Push not retried: {exc}.")
     console.print(f"Push {push_id} queued again.")
 
 

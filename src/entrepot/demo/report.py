@@ -7,6 +7,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from entrepot.demo.story import Expected, Story
 
@@ -74,7 +75,8 @@ def print_report(
     for outcome in outcomes:
         if outcome.reason:
             name = outcome.order_number or outcome.channel_order_id
-            console.print(f"[bold]{name}[/bold] {outcome.state}: {outcome.reason}", soft_wrap=True)
+            line = Text.assemble((name, "bold"), f" {outcome.state}: {outcome.reason}")
+            console.print(line, soft_wrap=True)
     console.print(_counts(outcomes, summary, story, drain_seconds))
 
 
