@@ -14,7 +14,13 @@ from sqlalchemy.orm import Session
 from entrepot.config import EventSettings, EventSubscriberSettings, redact_url
 from entrepot.events import workers
 from entrepot.events.bus import MAX_REDELIVER_DELAY_SECONDS, Subscription
-from entrepot.events.database_bus import DatabaseBus, claim_events, record_outcome, release
+from entrepot.events.database_bus import (
+    DatabaseBus,
+    claim_events,
+    record_outcome,
+    release,
+    renew_leases,
+)
 from entrepot.events.envelope import Event
 from entrepot.events.nats_bus import servers_of
 from entrepot.events.replay import EventFilter, ReplayCounts, matching_events, replay_events
@@ -253,3 +259,20 @@ async def test_unsubscribed_during_flight_dropped(tmp_path: Path, ending: str) -
 
     assert deliveries == []
     assert letters == []
+
+
+async def test_lease_run_out_not_renewed(tmp_path: Path) -> None:
+    """A worker cannot renew a lease that has run out, since the subject's next event
+    may have been claimed by then."""
+    database = store_in(tmp_path)
+    events = write_order_events(database, (1001,))
+    await publish(database, FEED, events[:1])
+    [held] = database.write(lambda s: claim_events(s, FEED, "paused", 10))
+    database.write(_expire_leases)
+
+    database.write(lambda s: renew_leases(s, [held], "paused", FEED))
+    with database.read() as session:
+        delivery = session.get_one(EventDelivery, held.delivery_id)
+
+    assert delivery.lease_expires_at is not None
+    assert delivery.lease_expires_at < utc_now()

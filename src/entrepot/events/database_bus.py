@@ -357,16 +357,21 @@ def claim_events(
 def renew_leases(
     session: Session, items: Sequence[ClaimedEvent], owner: str, subscription: Subscription
 ) -> None:
-    """Extend by ``ack_wait`` from now the leases of ``items`` that ``owner`` holds."""
-    lease = utc_now() + timedelta(seconds=subscription.ack_wait_seconds)
+    """Extend by ``ack_wait`` from now the leases of ``items`` that ``owner`` holds.
+
+    A lease that has run out stays so: the next event of its subject may have been
+    claimed since, and a renewal would put two events of one subject in flight.
+    """
+    now = utc_now()
     session.execute(
         update(EventDelivery)
         .where(
             EventDelivery.id.in_([item.delivery_id for item in items]),
             EventDelivery.status == IN_FLIGHT,
             EventDelivery.lease_owner == owner,
+            EventDelivery.lease_expires_at >= now,
         )
-        .values(lease_expires_at=lease)
+        .values(lease_expires_at=now + timedelta(seconds=subscription.ack_wait_seconds))
     )
 
 
