@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 
 from entrepot import terminal
 from entrepot.cli import app
+from entrepot.observability.logging import configure_logging
 from entrepot.store.pushes import enqueue_push
 from entrepot.store.tables import ChannelPush
 from tests.event_store import store_in
@@ -142,3 +144,28 @@ def test_push_error_printed_as_written(tmp_path: Path, monkeypatch: pytest.Monke
     assert listed.exit_code == 0, listed.output
     assert "\x1b" not in listed.output
     assert "HTTP 404 for [/admin/orders/1001] \\x1b[2J\\x1b[31mgone" in listed.output
+
+
+def test_operator_name_with_control_characters_rejected(tmp_path: Path) -> None:
+    store_in(tmp_path)
+    result = runner.invoke(
+        app, ["dlq", "discard", "1", "--by", "\x1b[2JX", "--data-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "with no control characters" in result.output
+    assert "\x1b" not in result.output
+
+
+def test_demo_help_names_the_extra() -> None:
+    result = runner.invoke(app, ["demo", "--help"])
+    assert result.exit_code == 0
+    assert "'entrepot[tryton]'" in result.output
+
+
+def test_text_log_escapes_control_characters(capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging("INFO", "text")
+    logging.getLogger("entrepot.test").warning("HTTP 400: %s", "\x1b[31mred\rover")
+    logged = capsys.readouterr().err
+
+    assert "HTTP 400: \\x1b[31mred\\x0dover" in logged
+    assert "\x1b" not in logged

@@ -20,6 +20,7 @@ from entrepot.cli_tryton import tryton_server
 from entrepot.config import Settings, load_settings
 from entrepot.hub.lifecycle import OrderState
 from entrepot.observability.logging import configure_logging
+from entrepot.printable import printable
 from entrepot.terminal import console, fail, print_rows
 
 if TYPE_CHECKING:
@@ -204,7 +205,7 @@ def demo(
         DemoErpKind,
         typer.Option(
             help="The ERP to post to: the ERP simulator, or a real Tryton started here "
-            "(needs the tryton extra: pip install 'entrepot[tryton]')."
+            "(needs the tryton extra: pip install 'entrepot\\[tryton]')."
         ),
     ] = DemoErpKind.SIMULATOR,
 ) -> None:
@@ -341,7 +342,7 @@ def orders_list(
         console.print_json(json.dumps(views))
         return
     columns = ("order", "account", "state", "total", "ERP id", "correlation id", "error")
-    print_rows(columns, [_order_row(view) for view in views])
+    print_rows(columns, [_order_row(view) for view in views], blocks_when_narrow=True)
 
 
 def _order_row(view: dict[str, Any]) -> tuple[str, ...]:
@@ -447,8 +448,12 @@ def operator_name(by: str | None) -> str:
     if by is None:
         return getpass.getuser()[:MAX_OPERATOR_CHARS]
     name = by.strip()
-    if not name or len(name) > MAX_OPERATOR_CHARS:
-        fail(f"Invalid --by {by!r}: give a name of 1 to {MAX_OPERATOR_CHARS} characters.", code=2)
+    if not name or len(name) > MAX_OPERATOR_CHARS or printable(name) != name:
+        fail(
+            f"Invalid --by {by!r}: give a name of 1 to {MAX_OPERATOR_CHARS} characters, "
+            "with no control characters.",
+            code=2,
+        )
     return name
 
 

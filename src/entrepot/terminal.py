@@ -16,20 +16,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from entrepot.printable import printable
+
 console = Console(markup=False, emoji=False)
 
-# Terminals narrower than this get the listings of dead letters and pushes as blocks,
-# because their seven columns, with long reasons, wrap a table into narrow strips.
+# Terminals narrower than this get the listings of orders, dead letters and pushes as
+# blocks, because their seven columns, with long reasons, wrap a table into strips.
 NARROW_WIDTH = 120
-
-_CONTROL_CODES = [*range(0x20), 0x7F, *range(0x80, 0xA0)]
-_VISIBLE = {code: f"\\x{code:02x}" for code in _CONTROL_CODES if chr(code) not in "\n\t"}
-
-
-def printable(text: str) -> str:
-    """Return ``text`` with its control characters, other than newline and tab, written
-    as escapes."""
-    return text.translate(_VISIBLE)
 
 
 def fail(message: str, *, code: int = 1) -> NoReturn:

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 
 from pythonjsonlogger.json import JsonFormatter
 
+from entrepot.printable import printable
+
 _correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "correlation_id", default=None
 )
@@ -46,6 +48,14 @@ class CorrelationIdFilter(logging.Filter):
         return True
 
 
+class _TextFormatter(logging.Formatter):
+    """The ``text`` format, with control characters in messages written as escapes, so
+    that a remote error body quoted in a log line cannot take over the terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return printable(super().format(record))
+
+
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever ``sys.stderr`` is when a record is emitted, so a caller that
     swaps stderr (a test runner capturing output) never leaves it a closed stream."""
@@ -66,7 +76,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter(JSON_FIELDS, rename_fields={"levelname": "level"}))
     else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+        handler.setFormatter(_TextFormatter(TEXT_FORMAT))
 
     root = logging.getLogger()
     for existing in list(root.handlers):
