@@ -257,17 +257,24 @@ async def test_event_dlq_commands(tmp_path: Path) -> None:
     assert json.loads(still_open.output) == []
 
 
+async def _one_dead_letter(data_dir: Path, reason: str) -> tuple[Database, Event]:
+    """Make a store whose feed subscriber rejected the first event of order 1001 with
+    ``reason``; return the store and the event."""
+    database = store_in(data_dir)
+    [event, *_] = write_order_events(database, (1001,))
+    await publish(database, FEED, [event])
+
+    async def reject(_event: Event) -> None:
+        raise PermanentFailure(reason)
+
+    await drain(database, FEED, reject)
+    return database, event
+
+
 async def test_event_dlq_retry_needs_subscriber(tmp_path: Path) -> None:
     """On the database bus a dead letter of an unsubscribed subscriber that no
     configuration names stays open, because no worker would take its event."""
-    database = store_in(tmp_path)
-    events = write_order_events(database, (1001,))
-    await publish(database, FEED, events[:1])
-
-    async def reject(event: Event) -> None:
-        raise PermanentFailure("the feed has no such order")
-
-    await drain(database, FEED, reject)
+    database, event = await _one_dead_letter(tmp_path, "the feed has no such order")
     base = ["--data-dir", str(tmp_path)]
     removed = runner.invoke(app, ["events", "unsubscribe", "feed", "--by", "ops", *base])
     retried = runner.invoke(app, ["events", "dlq", "retry", "1", "--by", "ops", *base])
@@ -278,20 +285,13 @@ async def test_event_dlq_retry_needs_subscriber(tmp_path: Path) -> None:
     assert retried.exit_code == 1
     assert "Subscriber 'feed' is not in [events.subscribers]" in " ".join(retried.output.split())
     assert letter.status == "open"
-    assert _deliveries(database, "feed") == {events[0].id: ("dead", 1)}
+    assert _deliveries(database, "feed") == {event.id: ("dead", 1)}
 
 
 @pytest.mark.parametrize("name", ["[/x]", "[bold]Ann[/bold]", ":smile:"])
 async def test_event_dlq_discard_names_operator(tmp_path: Path, name: str) -> None:
     """A --by name that reads as console markup or an emoji code prints as typed."""
-    database = store_in(tmp_path)
-    events = write_order_events(database, (1001,))
-    await publish(database, FEED, events[:1])
-
-    async def reject(event: Event) -> None:
-        raise PermanentFailure("the feed has no such order")
-
-    await drain(database, FEED, reject)
+    database, _ = await _one_dead_letter(tmp_path, "the feed has no such order")
     discarded = runner.invoke(
         app, ["events", "dlq", "discard", "1", "--by", name, "--data-dir", str(tmp_path)]
     )
@@ -309,16 +309,9 @@ async def test_event_dlq_list_fits_terminal(
 ) -> None:
     """The listing shows each dead letter's whole reason, brackets included, in blocks
     of lines on a narrow terminal and in a table on a wide one."""
-    database = store_in(tmp_path)
-    events = write_order_events(database, (1001,))
-    await publish(database, FEED, events[:1])
     reason = "HTTP 404 for [/orders/1001], [bold]see the feed's log[/bold]"
     recorded = f"refused after 1 deliveries: {reason}"
-
-    async def reject(event: Event) -> None:
-        raise PermanentFailure(reason)
-
-    await drain(database, FEED, reject)
+    await _one_dead_letter(tmp_path, reason)
     monkeypatch.setattr(terminal.console, "_width", width)
     listed = runner.invoke(app, ["events", "dlq", "list", "--data-dir", str(tmp_path)])
     lines = [line.rstrip() for line in listed.output.splitlines()]
