@@ -136,8 +136,8 @@ def replay(
     with database.read() as session:
         targets = _replay_subscribers(settings, session, subscriber, all_subscribers)
         events = matching_events(session, event_filter)
-    wanted_types = frozenset().union(*targets.values())
-    events = [(outbox_id, kind) for outbox_id, kind in events if kind in wanted_types]
+    subscriber_types = frozenset().union(*targets.values())
+    events = [(outbox_id, kind) for outbox_id, kind in events if kind in subscriber_types]
     if not events:
         console.print("No events of the subscribers' types match; nothing was replayed.")
         return

@@ -16,7 +16,7 @@ from asyncio import FIRST_COMPLETED
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeGuard
 
 from sqlalchemy import and_, exists, or_, select, update
@@ -389,12 +389,12 @@ def record_outcome(
     delivery.lease_owner = None
     delivery.lease_expires_at = None
     if delivery.resend_requested:
-        _start_over(delivery, subscription, failure)
+        _start_over(delivery, subscription, failure, now)
         return
     if failure is None:
         delivery.status, delivery.finished_at = DONE, now
         return
-    if not _registered(session, subscription.name):
+    if not is_registered(session, subscription.name):
         _drop_unsubscribed(session, delivery, item)
         return
     delivery.last_error = failure.reason
@@ -408,7 +408,10 @@ def record_outcome(
 
 
 def _start_over(
-    delivery: EventDelivery, subscription: Subscription, failure: DeliveryFailure | None
+    delivery: EventDelivery,
+    subscription: Subscription,
+    failure: DeliveryFailure | None,
+    now: datetime,
 ) -> None:
     """Put back, with no attempts used, a delivery that a replay or a retry requested
     again while it was in flight. After a failure it waits as a retry would."""
@@ -416,7 +419,7 @@ def _start_over(
     delivery.status = PENDING
     delivery.attempts = 0
     delivery.resend_requested = False
-    delivery.next_attempt_at = utc_now() + timedelta(seconds=delay)
+    delivery.next_attempt_at = now + timedelta(seconds=delay)
     delivery.last_error = None if failure is None else failure.reason
 
 
@@ -444,7 +447,7 @@ def release(session: Session, items: Sequence[ClaimedEvent]) -> None:
         delivery = session.get(EventDelivery, item.delivery_id, with_for_update=True)
         if not _still_claimed(delivery, item):
             continue
-        if not _registered(session, delivery.subscriber):
+        if not is_registered(session, delivery.subscriber):
             _drop_unsubscribed(session, delivery, item)
             continue
         delivery.status = PENDING
@@ -455,7 +458,8 @@ def release(session: Session, items: Sequence[ClaimedEvent]) -> None:
         delivery.lease_expires_at = None
 
 
-def _registered(session: Session, subscriber: str) -> bool:
+def is_registered(session: Session, subscriber: str) -> bool:
+    """Tell whether ``subscriber`` is registered with the database bus."""
     return session.get(EventSubscription, subscriber) is not None
 
 

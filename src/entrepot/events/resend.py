@@ -2,11 +2,11 @@
 
 A replay and a retried event dead letter both do it. On the database bus the
 event's delivery to the subscriber goes back to pending with its attempts at 0,
-or is created when the subscriber was added after the event; a delivery in
-flight goes back so when it ends. On NATS the event
-is published again on the subscriber's own resend subject, which only that
-subscriber handles. Either way the subscriber's check of the event id makes an
-event it already handled have no effect the second time.
+or is created when the subscriber was added after the event. A delivery in flight
+goes back to pending when it ends. On NATS the event is published again on the
+subscriber's own resend subject, which only that subscriber handles. Either way
+the subscriber's check of the event id makes an event it already handled have no
+effect the second time.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Protocol
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from entrepot.events.database_bus import IN_FLIGHT, PENDING
+from entrepot.events.database_bus import IN_FLIGHT, PENDING, is_registered
 from entrepot.events.envelope import Event
-from entrepot.store.tables import EventDelivery, EventSubscription, OutboxEvent
+from entrepot.store.tables import EventDelivery, OutboxEvent
 from entrepot.store.types import utc_now
 
 if TYPE_CHECKING:
@@ -69,8 +69,8 @@ def put_back(session: Session, subscriber: str, events: Sequence[OutboxEvent]) -
 
 def put_back_one(session: Session, subscriber: str, event: OutboxEvent) -> Redelivery:
     """Put the delivery of ``event`` to ``subscriber`` back to pending, with its
-    attempts at 0, or create it. A delivery in flight finishes first, then is put
-    back so."""
+    attempts at 0, or create it. A delivery in flight is marked instead, and goes back
+    to pending when it ends."""
     delivery = session.scalars(
         select(EventDelivery)
         .where(EventDelivery.subscriber == subscriber, EventDelivery.outbox_id == event.id)
@@ -112,8 +112,7 @@ def _put_back_to_known(configured: frozenset[str]) -> Resend:
     def resend(
         session: Session, subscriber: str, events: Sequence[OutboxEvent]
     ) -> list[Redelivery]:
-        registered = session.get(EventSubscription, subscriber) is not None
-        if not registered and subscriber not in configured:
+        if subscriber not in configured and not is_registered(session, subscriber):
             raise SubscriberNotConfiguredError(subscriber)
         return put_back(session, subscriber, events)
 
